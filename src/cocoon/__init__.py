@@ -1,0 +1,3 @@
+"""Cocoon: every container (or pod) in its own lightweight virtual machine."""
+
+__version__ = "0.1.0"

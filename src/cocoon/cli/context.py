@@ -1,0 +1,25 @@
+"""What every verb gets besides its own arguments: where state lives and how to log."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = Path("/run/cocoon")
+
+
+@dataclass(frozen=True)
+class Context:
+    root: Path
+    debug: bool
+    log_path: str | None
+    log_format: str
+    systemd_cgroup: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Context:
+        root = Path(args.root or os.environ.get("COCOON_ROOT") or DEFAULT_ROOT)
+        return cls(root=root.absolute(), debug=args.debug, log_path=args.log,
+                   log_format=args.log_format, systemd_cgroup=args.systemd_cgroup)
