@@ -44,9 +44,9 @@ def setup(level: int | str = logging.INFO, fmt: LogFormat = "text", path: str | 
           stream: TextIO | None = None) -> logging.Logger:
     """Configure the `cocoon` logger. Call once per process, at its edge."""
     root = logging.getLogger("cocoon")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
     handler: logging.Handler
     if path:
         handler = logging.FileHandler(path, encoding="utf-8")
