@@ -1,0 +1,121 @@
+"""From a `VMConfig` to QEMU's argv: a pure function, so every option is unit-tested without QEMU.
+
+Device ids are fixed (`qmp`, `console`, `vser0`, `agent`, `fs<i>`, `net<i>`, `hp<i>`, `ram`) so
+that QMP commands issued later (hot-plug, migration) can name them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cocoon.hypervisor.config import AGENT_PORT_NAME, MemoryBackend, NetInterface, VMConfig
+
+# Added unless the caller's kernel_args set the same key: the console is the first serial port
+# (its log is the guest's voice before the agent runs), boot messages stay off the slow emulated
+# UART, and a panic reboots at once, which -no-reboot turns into QEMU exiting.
+DEFAULT_KERNEL_ARGS: tuple[str, ...] = ("console=ttyS0", "quiet", "panic=-1")
+
+
+def build_command(config: VMConfig) -> list[str]:
+    """The complete argv for `config`; no I/O, no defaults taken from the host."""
+    argv = [config.qemu_binary, "-name", _escape(config.name)]
+    argv += ["-machine", _machine(config), "-accel", _accel(config), "-cpu", config.cpu]
+    argv += ["-m", f"{config.memory_mib}M", "-smp", str(config.vcpus)]
+    if config.memory_backend is not None:
+        argv += ["-object", _memory_object(config.memory_backend, config.memory_mib)]
+    firmware = config.firmware_path
+    if firmware is not None:
+        argv += ["-bios", str(firmware)]
+    argv += ["-kernel", str(config.kernel)]
+    if config.initrd is not None:
+        argv += ["-initrd", str(config.initrd)]
+    argv += ["-append", kernel_command_line(config)]
+    argv += ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]
+    argv += ["-chardev", f"file,id=console,path={_escape(str(config.console_log))},append=on",
+             "-serial", "chardev:console"]
+    argv += ["-chardev", _server_socket("qmp", config.qmp_socket),
+             "-mon", "chardev=qmp,mode=control"]
+    argv += _agent_channel(config)
+    for index, share in enumerate(config.shares):
+        argv += ["-chardev", f"socket,id=fs{index},path={_escape(str(share.socket))}",
+                 "-device", f"vhost-user-fs-pci,chardev=fs{index},"
+                            f"tag={share.tag},queue-size={share.queue_size}"]
+    for index, nic in enumerate(config.nics):
+        argv += ["-netdev", _netdev(index, nic),
+                 "-device", _net_device(index, nic)]
+    if config.vsock_cid is not None:
+        argv += ["-device", f"vhost-vsock-pci,guest-cid={config.vsock_cid}"]
+    for index in range(config.hotplug_ports):
+        argv += ["-device", f"pcie-root-port,id=hp{index},bus=pcie.0,chassis={index + 1}"]
+    if config.pidfile is not None:
+        argv += ["-pidfile", str(config.pidfile)]
+    return argv
+
+
+def kernel_command_line(config: VMConfig) -> str:
+    """The defaults the caller did not override, then the caller's arguments in order."""
+    keys = {_arg_key(arg) for arg in config.kernel_args}
+    if "debug" in keys or "loglevel" in keys:
+        keys.add("quiet")  # asking for kernel messages means not silencing them
+    defaults = [arg for arg in DEFAULT_KERNEL_ARGS if _arg_key(arg) not in keys]
+    return " ".join([*defaults, *config.kernel_args])
+
+
+def _arg_key(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
+def _escape(value: str) -> str:
+    """QEMU's option parser reads ',,' as a literal comma inside a key=value list."""
+    return value.replace(",", ",,")
+
+
+def _machine(config: VMConfig) -> str:
+    options: list[str] = [config.machine]
+    if config.machine == "microvm":
+        # A PCIe host bridge keeps the guest's drivers identical on every machine type
+        # (virtio-pci); microvm's virtio-mmio devices also stall the 6.1 kernel's TSC
+        # calibration under TCG unless the PIT is forced on.
+        options.append("pcie=on")
+    if config.memory_backend is not None:
+        options.append("memory-backend=ram")
+    return ",".join(options)
+
+
+def _accel(config: VMConfig) -> str:
+    if config.accel == "tcg" and config.tb_size_mib is not None:
+        return f"tcg,tb-size={config.tb_size_mib}"
+    return config.accel
+
+
+def _memory_object(backend: MemoryBackend, memory_mib: int) -> str:
+    share = "on" if backend.share else "off"
+    if backend.kind == "file":
+        return (f"memory-backend-file,id=ram,size={memory_mib}M,"
+                f"mem-path={_escape(str(backend.path))},share={share}")
+    return f"memory-backend-memfd,id=ram,size={memory_mib}M,share={share}"
+
+
+def _server_socket(chardev_id: str, path: Path) -> str:
+    return f"socket,id={chardev_id},path={_escape(str(path))},server=on,wait=off"
+
+
+def _agent_channel(config: VMConfig) -> list[str]:
+    if config.agent_socket is None:
+        return []
+    return ["-device", "virtio-serial-pci,id=vser0",
+            "-chardev", _server_socket("agent", config.agent_socket),
+            "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"]
+
+
+def _netdev(index: int, nic: NetInterface) -> str:
+    if nic.tap_fd is not None:
+        netdev = f"tap,id=net{index},fd={nic.tap_fd}"
+    else:
+        netdev = f"tap,id=net{index},ifname={nic.ifname},script=no,downscript=no"
+    return netdev + (",vhost=on" if nic.vhost else "")
+
+
+def _net_device(index: int, nic: NetInterface) -> str:
+    device = f"virtio-net-pci,netdev=net{index},mac={nic.mac}"
+    return device + (f",host_mtu={nic.mtu}" if nic.mtu is not None else "")

@@ -1,0 +1,255 @@
+"""`cocoon check`: each host capability Cocoon relies on, with a verdict and what was seen.
+
+A verdict is `fail` only when VMs cannot run at all (no QEMU, no guest kernel, no acceleration
+that boots, too little memory); anything that merely limits Cocoon (no KVM, no virtiofsd, no
+tun device, no network namespaces) is a `warn` that says what is lost. The parsers take text
+so they are tested without the host; `check_host` feeds them the real files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cocoon.errors import CocoonError
+from cocoon.hypervisor import accel
+from cocoon.hypervisor.config import QBOOT
+from cocoon.hypervisor.qemu import VHOST_VSOCK
+
+Verdict = Literal["ok", "warn", "fail"]
+
+VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
+TUN_DEVICE = Path("/dev/net/tun")
+QEMU_BINARY = "qemu-system-x86_64"
+VM_MEMORY_MIB = 256
+# a 256 MiB guest plus QEMU's own 100-200 MiB (TCG code cache already trimmed by tb-size)
+MIN_AVAILABLE_MIB = 384
+COMFORTABLE_AVAILABLE_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: Verdict
+    detail: str
+
+
+@dataclass(frozen=True)
+class HostReport:
+    checks: tuple[Check, ...]
+    decision: accel.AccelDecision | None = None
+
+    @property
+    def ok(self) -> bool:
+        """False when VMs cannot run on this host."""
+        return all(check.verdict != "fail" for check in self.checks)
+
+    def render(self) -> str:
+        """An aligned table and a one-line conclusion."""
+        rows = [("CHECK", "VERDICT", "DETAIL")]
+        rows += [(check.name, check.verdict, check.detail) for check in self.checks]
+        name_width = max(len(row[0]) for row in rows)
+        verdict_width = max(len(row[1]) for row in rows)
+        lines = [f"{name:<{name_width}}  {verdict:<{verdict_width}}  {detail}".rstrip()
+                 for name, verdict, detail in rows]
+        if not self.ok:
+            failed = ", ".join(check.name for check in self.checks if check.verdict == "fail")
+            lines.append(f"VMs cannot run on this host (failed: {failed})")
+        elif self.decision is not None:
+            lines.append(f"VMs can run, with {self.decision.accel} "
+                         f"(cpu {self.decision.cpu_model})")
+        else:
+            lines.append("VMs can run")
+        return "\n".join(lines)
+
+
+def check_host(reprobe: bool = False, cache_dir: Path | None = None) -> HostReport:
+    """Inspect this host; runs (or reads the cached) acceleration probe, fetching guest assets
+    if they are not yet in the cache because the probe boots them."""
+    qemu_check, qemu_ok = check_qemu(QEMU_BINARY)
+    checks = [qemu_check, check_qboot(QBOOT)]
+    asset_checks, kernel, initrd = check_guest_assets(cache_dir)
+    checks += asset_checks
+    decision: accel.AccelDecision | None = None
+    try:
+        decision = accel.from_env()
+        if decision is None and qemu_ok and kernel is not None and initrd is not None:
+            decision = asyncio.run(accel.decide(
+                kernel=kernel[0], kernel_release=kernel[1], floor_initrd=initrd,
+                cache_dir=cache_dir, reprobe=reprobe))
+    except CocoonError as err:
+        checks.append(Check("acceleration", "fail", f"probe failed: {err}"))
+    else:
+        checks += acceleration_checks(decision, accel.kvm_device())
+    checks += [
+        check_virtiofsd(VIRTIOFSD),
+        check_tun(TUN_DEVICE),
+        check_netns(),
+        check_cgroups(_read("/proc/self/mounts")),
+        check_memory(_read("/proc/meminfo")),
+        check_vsock(VHOST_VSOCK),
+    ]
+    return HostReport(tuple(checks), decision)
+
+
+def check_qemu(binary: str) -> tuple[Check, bool]:
+    path = shutil.which(binary)
+    if path is None:
+        return Check("qemu", "fail", f"{binary} not found on PATH (apt install qemu-system-x86)"),\
+            False
+    try:
+        version = accel.qemu_version(path)
+    except CocoonError as err:
+        return Check("qemu", "fail", str(err)), False
+    return Check("qemu", "ok", f"{binary} {version} ({path})"), True
+
+
+def check_qboot(path: Path) -> Check:
+    if path.is_file():
+        return Check("qboot", "ok", f"{path} (fast firmware for -M pc/q35)")
+    return Check("qboot", "warn", f"{path} missing: pass another firmware (SeaBIOS boots slower)")
+
+
+def check_guest_assets(cache_dir: Path | None
+                       ) -> tuple[list[Check], tuple[Path, str] | None, Path | None]:
+    """Kernel and floor initrd checks, plus (vmlinuz, release) and the initrd when present."""
+    from cocoon.guest import assets  # apt tooling, only when checking
+
+    checks: list[Check] = []
+    kernel: tuple[Path, str] | None = None
+    initrd: Path | None = None
+    try:
+        found = assets.ensure_kernel(cache_dir)
+        kernel = (found.vmlinuz, found.release)
+        checks.append(Check("guest kernel", "ok",
+                            f"{found.release} (package {found.package_version}) {found.vmlinuz}"))
+    except CocoonError as err:
+        checks.append(Check("guest kernel", "fail", f"not available and cannot be fetched: {err}"))
+    if kernel is not None:
+        try:
+            initrd = assets.ensure_floor_initrd(cache_dir)
+            checks.append(Check("floor initrd", "ok", str(initrd)))
+        except CocoonError as err:
+            checks.append(Check("floor initrd", "warn",
+                                f"cannot build it, so acceleration is not probed: {err}"))
+    return checks, kernel, initrd
+
+
+def acceleration_checks(decision: accel.AccelDecision | None,
+                        device: tuple[bool, str]) -> list[Check]:
+    """The KVM line and the chosen-acceleration line; `device` is `accel.kvm_device()`."""
+    if decision is None:
+        detail = "not probed (needs QEMU, a guest kernel and the floor initrd)"
+        kvm = Check("kvm", "warn", device[1] if not device[0] else f"{device[1]}; {detail}")
+        return [kvm, Check("acceleration", "fail", detail)]
+    if decision.accel == "kvm":
+        kvm = Check("kvm", "ok", decision.kvm_detail)
+    else:
+        kvm = Check("kvm", "warn", f"not used: {decision.kvm_detail}")
+    parts = [f"{decision.accel} (cpu {decision.cpu_model})"]
+    if decision.boot_seconds is not None:
+        parts.append(f"probe boot {decision.boot_seconds:.2f} s")
+    if decision.source == "cache" and decision.probed_at is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(decision.probed_at))
+        parts.append(f"probed {stamp}, cached")
+    elif decision.source == "env":
+        parts.append(f"forced by {accel.ENV_ACCEL}, not probed")
+    if decision.source == "probe":
+        parts.append("probed now")
+    verdict: Verdict = "ok" if decision.verified or decision.source == "env" else "fail"
+    return [kvm, Check("acceleration", verdict, "; ".join(parts))]
+
+
+def check_virtiofsd(path: Path) -> Check:
+    if not os.access(path, os.X_OK):
+        return Check("virtiofsd", "warn", f"{path} missing: no host directories in VMs")
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check("virtiofsd", "warn", f"{path} does not run: {err}")
+    first = out.splitlines()[0] if out.strip() else "version unknown"
+    return Check("virtiofsd", "ok", f"{first} ({path})")
+
+
+def check_tun(path: Path) -> Check:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as err:
+        return Check("tun", "warn", f"cannot open {path}: {err.strerror}; only --net=none")
+    os.close(fd)
+    return Check("tun", "ok", f"{path} opens")
+
+
+def check_netns() -> Check:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return Check("netns", "warn", "cannot test: unshare(1) not found")
+    try:
+        result = subprocess.run([unshare, "--net", "true"], capture_output=True, text=True,
+                                timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check("netns", "warn", f"unshare --net failed: {err}")
+    if result.returncode != 0:
+        return Check("netns", "warn", f"cannot create a network namespace: "
+                     f"{result.stderr.strip() or result.returncode}")
+    return Check("netns", "ok", "a network namespace can be created")
+
+
+def check_cgroups(mounts: str) -> Check:
+    """From /proc/self/mounts: v2, v1 or hybrid. Container limits live in the guest, so any is
+    fine; the host's cgroups only account for QEMU itself."""
+    v2: list[str] = []
+    v1: list[str] = []
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        if fields[2] == "cgroup2":
+            v2.append(fields[1])
+        elif fields[2] == "cgroup":
+            v1.append(fields[1].rsplit("/", 1)[-1])
+    if v2 and v1:
+        return Check("cgroups", "ok", f"hybrid: v1 ({', '.join(sorted(v1))}) and v2 at "
+                     f"{', '.join(v2)}")
+    if v2:
+        return Check("cgroups", "ok", f"v2 (unified) at {', '.join(v2)}")
+    if v1:
+        return Check("cgroups", "ok", f"v1: {', '.join(sorted(v1))}")
+    return Check("cgroups", "warn", "no cgroup filesystem mounted: QEMU is not accounted")
+
+
+def check_memory(meminfo: str) -> Check:
+    """MemAvailable against what one default VM needs (guest RAM plus QEMU's own)."""
+    available_kib: int | None = None
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            available_kib = int(line.split()[1])
+    if available_kib is None:
+        return Check("memory", "warn", "MemAvailable not found in /proc/meminfo")
+    mib = available_kib // 1024
+    detail = f"{mib} MiB available; a {VM_MEMORY_MIB} MiB VM needs about {MIN_AVAILABLE_MIB} MiB"
+    if mib < MIN_AVAILABLE_MIB:
+        return Check("memory", "fail", detail)
+    if mib < COMFORTABLE_AVAILABLE_MIB:
+        return Check("memory", "warn", detail + " (room for one VM only)")
+    return Check("memory", "ok", detail)
+
+
+def check_vsock(path: Path) -> Check:
+    if path.exists():
+        return Check("vhost-vsock", "ok", f"{path} present")
+    return Check("vhost-vsock", "ok", f"{path} absent: the agent channel uses virtio-serial")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""

@@ -1,0 +1,380 @@
+"""The life of one QEMU process: start it, talk QMP to it, stop it, and notice when it dies.
+
+Asyncio throughout, because the sandbox monitor that owns a VM is an asyncio program and must
+learn of QEMU's death while it serves clients. QEMU runs in its own session (a Ctrl-C meant for
+the caller does not reach it) and, unless asked otherwise, with `PR_SET_PDEATHSIG` so that a
+crashed owner does not leave an orphaned VM running. The guest console and QEMU's own stderr
+share one per-VM log file, whose last lines are the evidence every `VMDiedError` carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from cocoon.errors import HypervisorError, VMDiedError
+from cocoon.hypervisor.cmdline import build_command
+from cocoon.hypervisor.config import VMConfig
+
+logger = logging.getLogger("cocoon.hypervisor.qemu")
+
+PR_SET_PDEATHSIG = 1
+VHOST_VSOCK = Path("/dev/vhost-vsock")
+CONSOLE_TAIL_LINES = 20
+_TAIL_BYTES = 16384
+_POLL = 0.01
+# a QEMU that lost its QMP connection is normally exiting; give it this long to be reaped
+_EXIT_GRACE = 1.0
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class QemuVM:
+    """One QEMU process and its QMP session; see the module docstring for the guarantees.
+
+    Lifecycle: `start()` once; then `status()`, `execute()`, `powerdown()`, `quit()`, `kill()`,
+    `wait()`; `stop()` always ends and reaps the process and may be called any number of times.
+    Used as an async context manager it starts on entry and stops on exit.
+    """
+
+    def __init__(self, config: VMConfig, *, die_with_parent: bool = True,
+                 warn_on_death: bool = True) -> None:
+        self.config = config
+        self.die_with_parent = die_with_parent
+        self.warn_on_death = warn_on_death  # off where a crash is an expected answer (probes)
+        self.phases: dict[str, float] = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._qmp: QMPClient | None = None
+        self._exit: asyncio.Task[int] | None = None
+        self._t0 = 0.0
+        self._stopping = False
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._exit is not None and not self._exit.done()
+
+    def elapsed(self) -> float:
+        """Seconds since QEMU was spawned (monotonic clock)."""
+        return time.monotonic() - self._t0
+
+    def mark(self, phase: str) -> float:
+        """Record and log a start-path phase with its offset from the spawn, for measurements."""
+        now = time.monotonic()
+        offset = now - self._t0
+        self.phases[phase] = offset
+        logger.info("vm %s: %s at +%.3f s", self.config.name, phase, offset,
+                    extra={"vm": self.config.name, "phase": phase, "elapsed": round(offset, 6),
+                           "monotonic": round(now, 6)})
+        return offset
+
+    def console_tail(self, lines: int = CONSOLE_TAIL_LINES) -> list[str]:
+        """The last non-empty lines of the console log, control sequences removed."""
+        return console_tail(self.config.console_log, lines)
+
+    # --- start ---------------------------------------------------------------------------------
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Spawn QEMU and connect QMP; on any failure QEMU is killed and reaped before raising."""
+        if self._proc is not None:
+            raise HypervisorError(f"VM {self.config.name} was already started",
+                                  vm=self.config.name, pid=self._proc.pid)
+        _preflight(self.config)
+        argv = build_command(self.config)
+        logger.debug("vm %s: %s", self.config.name, " ".join(argv))
+        log_fd = _open_console_log(self.config.console_log)
+        try:
+            self._t0 = time.monotonic()
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                pass_fds=[nic.tap_fd for nic in self.config.nics if nic.tap_fd is not None],
+                start_new_session=True,
+                preexec_fn=_parent_death_guard(os.getpid()) if self.die_with_parent else None)
+        except OSError as err:
+            raise HypervisorError(f"cannot start {argv[0]}: {err}", argv=argv) from err
+        finally:
+            os.close(log_fd)
+        self._exit = asyncio.create_task(self._watch_exit(), name=f"qemu-exit-{self.pid}")
+        self.mark("qemu-started")
+        try:
+            await self._connect_qmp(timeout)
+        except BaseException:
+            await self.kill()
+            raise
+        self.mark("qmp-connected")
+
+    async def _connect_qmp(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        path = str(self.config.qmp_socket)
+        last_error: Exception | None = None
+        while True:
+            if not self.running:
+                raise self._died("before its QMP socket answered")
+            if os.path.exists(path):
+                client = QMPClient(self.config.name)
+                try:
+                    async with asyncio.timeout(max(deadline - time.monotonic(), _POLL)):
+                        await client.connect(path)
+                    self._qmp = client
+                    return
+                except (QMPError, OSError, TimeoutError) as err:
+                    last_error = err
+            if time.monotonic() >= deadline:
+                raise HypervisorError(
+                    f"QMP of VM {self.config.name} did not answer within {timeout:g} s",
+                    vm=self.config.name, socket=path, last_error=repr(last_error),
+                    console_tail=self.console_tail())
+            assert self._exit is not None
+            await asyncio.wait([self._exit], timeout=_POLL)
+
+    async def _watch_exit(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        self.mark("qemu-exited")
+        if code != 0 and not self._stopping:
+            logger.log(logging.WARNING if self.warn_on_death else logging.INFO,
+                       "vm %s: QEMU exited %s; console: %s", self.config.name,
+                       describe_exit(code), " | ".join(self.console_tail(5)))
+        await self._close_qmp()
+        return code
+
+    # --- QMP -----------------------------------------------------------------------------------
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
+                      timeout: float = 10.0) -> object:
+        """Run one QMP command; `VMDiedError` when QEMU is gone or goes while it runs."""
+        qmp = self._require_qmp(command)
+        try:
+            async with asyncio.timeout(timeout):
+                return await qmp.execute(command, arguments)
+        except ExecuteError as err:
+            raise HypervisorError(f"QMP {command} failed on VM {self.config.name}: {err}",
+                                  vm=self.config.name, command=command,
+                                  arguments=dict(arguments or {}),
+                                  error_class=err.error_class) from err
+        except TimeoutError as err:
+            raise HypervisorError(f"QMP {command} got no answer from VM {self.config.name} "
+                                  f"within {timeout:g} s", vm=self.config.name,
+                                  command=command) from err
+        except (QMPError, OSError, EOFError) as err:
+            if await self._exited_within(_EXIT_GRACE):
+                raise self._died(f"during QMP {command}") from err
+            raise HypervisorError(f"QMP connection to VM {self.config.name} lost during "
+                                  f"{command}: {err!r}", vm=self.config.name,
+                                  command=command) from err
+
+    async def status(self) -> str:
+        """The VM's run state as QEMU reports it (`running`, `paused`, `shutdown`, ...)."""
+        reply = await self.execute("query-status")
+        if not isinstance(reply, dict) or not isinstance(reply.get("status"), str):
+            raise HypervisorError(f"query-status on VM {self.config.name} answered {reply!r}",
+                                  vm=self.config.name, reply=reply)
+        status: str = reply["status"]
+        return status
+
+    def _require_qmp(self, command: str) -> QMPClient:
+        if self._exit is None:
+            raise HypervisorError(f"VM {self.config.name} is not started", vm=self.config.name,
+                                  command=command)
+        if self._exit.done():
+            raise self._died(f"before QMP {command}")
+        if self._qmp is None:
+            raise HypervisorError(f"VM {self.config.name} has no QMP connection",
+                                  vm=self.config.name, command=command)
+        return self._qmp
+
+    async def _close_qmp(self) -> None:
+        qmp, self._qmp = self._qmp, None
+        if qmp is None:
+            return
+        try:
+            await qmp.disconnect()
+        except (QMPError, OSError, EOFError) as err:
+            # the reader saw QEMU hang up; that is how a QMP session ends when QEMU exits
+            logger.debug("vm %s: QMP closed: %r", self.config.name, err)
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """QEMU's exit status once it has exited; `HypervisorError` if not within `timeout`."""
+        if self._exit is None:
+            raise HypervisorError(f"VM {self.config.name} is not started", vm=self.config.name)
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._exit)
+        except TimeoutError as err:
+            raise HypervisorError(f"VM {self.config.name} did not exit within {timeout:g} s",
+                                  vm=self.config.name, pid=self.pid) from err
+
+    async def powerdown(self, timeout: float = 10.0) -> int:
+        """ACPI power button, then wait: the guest shuts down cleanly or this raises."""
+        self._stopping = True
+        await self.execute("system_powerdown")
+        try:
+            return await self.wait(timeout)
+        except HypervisorError as err:
+            raise HypervisorError(f"VM {self.config.name} did not power off within "
+                                  f"{timeout:g} s of system_powerdown", vm=self.config.name,
+                                  console_tail=self.console_tail()) from err
+
+    async def quit(self, timeout: float = 5.0) -> int:
+        """Ask QEMU itself to exit now (the guest gets no say)."""
+        self._stopping = True
+        # QEMU may hang up before its reply arrives; the exit is what was asked for
+        with contextlib.suppress(VMDiedError):
+            await self.execute("quit")
+        return await self.wait(timeout)
+
+    async def kill(self) -> int:
+        """SIGKILL and reap; returns the exit status (already-exited QEMU: its status)."""
+        self._stopping = True
+        if self._proc is None or self._exit is None:
+            raise HypervisorError(f"VM {self.config.name} is not started", vm=self.config.name)
+        if self._proc.returncode is None:
+            # it may exit between the check and the signal; the exit task reaps it either way
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        code = await asyncio.shield(self._exit)
+        await self._close_qmp()
+        return code
+
+    async def stop(self, grace: float = 0.0, quit_timeout: float = 2.0) -> int | None:
+        """End the VM whatever its state: power button (if `grace`), QMP quit, then SIGKILL.
+
+        Never raises for a VM that is already gone; returns None if it was never started.
+        """
+        if self._exit is None:
+            return None
+        self._stopping = True
+        if self.running and grace > 0:
+            try:
+                await self.powerdown(grace)
+            except HypervisorError as err:
+                logger.info("vm %s: %s; quitting", self.config.name, err)
+        if self.running:
+            try:
+                await self.quit(quit_timeout)
+            except HypervisorError as err:
+                logger.info("vm %s: %s; killing", self.config.name, err)
+        return await self.kill()
+
+    async def _exited_within(self, seconds: float) -> bool:
+        assert self._exit is not None
+        await asyncio.wait([self._exit], timeout=seconds)
+        return self._exit.done()
+
+    def _died(self, context: str) -> VMDiedError:
+        code = self.returncode
+        tail = self.console_tail()
+        last = tail[-1] if tail else "(console log empty)"
+        return VMDiedError(
+            f"QEMU of VM {self.config.name} exited {describe_exit(code)} {context}; "
+            f"last console line: {last}",
+            vm=self.config.name, pid=self.pid, exit_code=code, console_tail=tail,
+            console_log=str(self.config.console_log))
+
+    async def __aenter__(self) -> QemuVM:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+def describe_exit(code: int | None) -> str:
+    """`with status 1` or `on signal SIGKILL`, from a subprocess return code."""
+    if code is None:
+        return "(still running)"
+    if code < 0:
+        try:
+            return f"on signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"on signal {-code}"
+    return f"with status {code}"
+
+
+def console_tail(path: Path, lines: int = CONSOLE_TAIL_LINES) -> list[str]:
+    """The last non-empty lines of a console log; [] when it cannot be read."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - _TAIL_BYTES, 0))
+            data = log.read()
+    except OSError:
+        return []
+    text = _ANSI_RE.sub("", data.decode("utf-8", "replace").replace("\r", "\n"))
+    kept = [line.strip() for line in text.split("\n") if line.strip()]
+    return kept[-lines:]
+
+
+def _preflight(config: VMConfig) -> None:
+    """Fail before spawning with the path at fault, instead of in QEMU's terse stderr."""
+    files = {"kernel": config.kernel, "initrd": config.initrd,
+             "firmware": config.firmware_path}
+    for what, path in files.items():
+        if path is not None and not path.is_file():
+            raise HypervisorError(f"{what} not found: {path}", vm=config.name, path=str(path))
+    if config.vsock_cid is not None and not VHOST_VSOCK.exists():
+        raise HypervisorError(f"vsock requested but {VHOST_VSOCK} is absent",
+                              vm=config.name, vsock_cid=config.vsock_cid)
+    for path in config.socket_paths:
+        _remove_stale_socket(config.name, path)
+
+
+def _remove_stale_socket(vm: str, path: Path) -> None:
+    """QEMU replaces a stale socket itself, but only after we would have connected to it."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise HypervisorError(f"{path} exists and is not a socket", vm=vm, path=str(path))
+    path.unlink()
+
+
+def _open_console_log(path: Path) -> int:
+    # O_APPEND on our descriptor and append=on on QEMU's chardev keep both writers' lines whole
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
+                       0o640)
+    except OSError as err:
+        raise HypervisorError(f"cannot open console log {path}: {err}", path=str(path)) from err
+
+
+def _parent_death_guard(parent_pid: int) -> Callable[[], None]:
+    """A preexec hook: SIGKILL QEMU when the thread that spawned it dies.
+
+    The kernel ties PR_SET_PDEATHSIG to the spawning thread, so VMs must be started from the
+    thread that lives as long as their owner (the event loop's). If the owner died before the
+    hook ran, the child kills itself at once instead of running as an orphan.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork, not in the child
+
+    def guard() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return guard
