@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cocoon/protocols/gen/testing.proto\x12\x0e\x63ocoon.testing\",\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\"i\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x10\n\x08metadata\x18\x04 \x03(\t\x12\x16\n\x0etime_remaining\x18\x05 \x01(\x01\"/\n\rRepeatRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1e\n\x0cSleepRequest\x12\x0e\n\x06millis\x18\x01 \x01(\r\"%\n\rSleepResponse\x12\x14\n\x0cslept_millis\x18\x01 \x01(\r\";\n\x0b\x46\x61ilRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x63rash\x18\x03 \x01(\x08\"\x07\n\x05\x45mpty2\xa9\x03\n\x04\x45\x63ho\x12\x41\n\x04\x45\x63ho\x12\x1b.cocoon.testing.EchoRequest\x1a\x1c.cocoon.testing.EchoResponse\x12K\n\nEchoStream\x12\x1b.cocoon.testing.EchoRequest\x1a\x1c.cocoon.testing.EchoResponse(\x01\x30\x01\x12\x46\n\x07\x43ollect\x12\x1b.cocoon.testing.EchoRequest\x1a\x1c.cocoon.testing.EchoResponse(\x01\x12G\n\x06Repeat\x12\x1d.cocoon.testing.RepeatRequest\x1a\x1c.cocoon.testing.EchoResponse0\x01\x12\x44\n\x05Sleep\x12\x1c.cocoon.testing.SleepRequest\x1a\x1d.cocoon.testing.SleepResponse\x12:\n\x04\x46\x61il\x12\x1b.cocoon.testing.FailRequest\x1a\x15.cocoon.testing.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cocoon/protocols/gen/testing.proto\x12\x0e\x63ocoon.testing\",\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\"i\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x10\n\x08metadata\x18\x04 \x03(\t\x12\x16\n\x0etime_remaining\x18\x05 \x01(\x01\"/\n\rRepeatRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1e\n\x0cSleepRequest\x12\x0e\n\x06millis\x18\x01 \x01(\r\"%\n\rSleepResponse\x12\x14\n\x0cslept_millis\x18\x01 \x01(\r\";\n\x0b\x46\x61ilRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x63rash\x18\x03 \x01(\x08\"2\n\x0f\x44iscardResponse\x12\x10\n\x08messages\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\x07\n\x05\x45mpty2\xf4\x03\n\x04\x45\x63ho\x12\x41\n\x04\x45\x63ho\x12\x1b.cocoon.testing.EchoRequest\x1a\x1c.cocoon.testing.EchoResponse\x12K\n\nEchoStream\x12\x1b.cocoon.testing.EchoRequest\x1a\x1c.cocoon.testing.EchoResponse(\x01\x30\x01\x12\x46\n\x07\x43ollect\x12\x1b.cocoon.testing.EchoRequest\x1a\x1c.cocoon.testing.EchoResponse(\x01\x12I\n\x07\x44iscard\x12\x1b.cocoon.testing.EchoRequest\x1a\x1f.cocoon.testing.DiscardResponse(\x01\x12G\n\x06Repeat\x12\x1d.cocoon.testing.RepeatRequest\x1a\x1c.cocoon.testing.EchoResponse0\x01\x12\x44\n\x05Sleep\x12\x1c.cocoon.testing.SleepRequest\x1a\x1d.cocoon.testing.SleepResponse\x12:\n\x04\x46\x61il\x12\x1b.cocoon.testing.FailRequest\x1a\x15.cocoon.testing.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SLEEPRESPONSE']._serialized_end=325
   _globals['_FAILREQUEST']._serialized_start=327
   _globals['_FAILREQUEST']._serialized_end=386
-  _globals['_EMPTY']._serialized_start=388
-  _globals['_EMPTY']._serialized_end=395
-  _globals['_ECHO']._serialized_start=398
-  _globals['_ECHO']._serialized_end=823
+  _globals['_DISCARDRESPONSE']._serialized_start=388
+  _globals['_DISCARDRESPONSE']._serialized_end=438
+  _globals['_EMPTY']._serialized_start=440
+  _globals['_EMPTY']._serialized_end=447
+  _globals['_ECHO']._serialized_start=450
+  _globals['_ECHO']._serialized_end=950
 # @@protoc_insertion_point(module_scope)

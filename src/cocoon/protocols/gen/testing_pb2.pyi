@@ -58,6 +58,14 @@ class FailRequest(_message.Message):
     crash: bool
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., crash: _Optional[bool] = ...) -> None: ...
 
+class DiscardResponse(_message.Message):
+    __slots__ = ("messages", "bytes")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    messages: int
+    bytes: int
+    def __init__(self, messages: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
 class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
