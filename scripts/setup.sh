@@ -25,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-runtime_pkgs=(qemu-system-x86 qemu-utils iproute2 ca-certificates)
+runtime_pkgs=(qemu-system-x86 qemu-utils iproute2 ca-certificates lz4)
 test_pkgs=(podman runc conmon containerd docker.io tmux socat iptables uidmap
            slirp4netns fuse-overlayfs busybox-static)
 pkgs=("${runtime_pkgs[@]}")

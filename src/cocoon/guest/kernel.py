@@ -1,0 +1,133 @@
+"""The guest kernel: Debian's current cloud kernel, unpacked into the asset cache.
+
+The `linux-image-cloud-amd64` metapackage names the concrete kernel package of the day; that
+package is fetched and unpacked into `<cache>/kernel/<release>/` (never the host's /boot), and
+`depmod -b` indexes its modules so the image builder can resolve their dependencies. The
+result is recorded in `kernel.json` beside the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocoon.errors import AssetError
+from cocoon.guest import apt, kmods
+from cocoon.guest import cache as cachemod
+from cocoon.guest.progress import Progress, Steps
+
+logger = logging.getLogger("cocoon.guest.kernel")
+
+METAPACKAGE = "linux-image-cloud-amd64"
+_PREFIX = "linux-image-"
+_KMOD_PACKAGES = ("kmod", "libkmod2")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An unpacked guest kernel and where it came from."""
+
+    vmlinuz: Path
+    release: str  # e.g. "6.1.0-56-cloud-amd64"
+    package: str  # the linux-image-<release> package
+    package_version: str
+    modules_dir: Path  # <tree>/lib/modules/<release>, indexed by depmod
+
+
+def _kernel_from_dir(tree: Path) -> Kernel | None:
+    meta = cachemod.read_json(tree / "kernel.json")
+    if not isinstance(meta, dict):
+        return None
+    release = meta.get("release", "")
+    kernel = Kernel(vmlinuz=tree / "boot" / f"vmlinuz-{release}", release=release,
+                    package=meta.get("package", ""),
+                    package_version=meta.get("package_version", ""),
+                    modules_dir=tree / "lib" / "modules" / release)
+    if not kernel.vmlinuz.is_file() or not (kernel.modules_dir / "modules.dep").is_file():
+        return None
+    return kernel
+
+
+def _current(metapackage: apt.Package) -> tuple[str, str, str]:
+    name, version = apt.pinned_dependency(metapackage, _PREFIX)
+    return name, version, name[len(_PREFIX):]
+
+
+def find_kernel(cache_dir: Path) -> Kernel | None:
+    """The cached kernel apt currently points at, if it is unpacked; never fetches or runs apt."""
+    meta = apt.lookup(cache_dir, "kernel-meta", [METAPACKAGE])
+    if meta is None:
+        return None
+    _name, version, release = _current(meta[METAPACKAGE])
+    kernel = _kernel_from_dir(cache_dir / "kernel" / release)
+    if kernel is None or kernel.package_version != version:
+        return None
+    return kernel
+
+
+def ensure_kernel(cache: Path, progress: Progress | None = None) -> Kernel:
+    """The current cloud kernel, fetched and unpacked on first use."""
+    steps = Steps(progress, "kernel", 4)
+    steps("resolve")
+    meta = apt.resolve(cache, "kernel-meta", [METAPACKAGE])
+    name, version, release = _current(meta[METAPACKAGE])
+    dest = cache / "kernel" / release
+    kernel = _kernel_from_dir(dest)
+    if kernel is not None and kernel.package_version == version:
+        steps.cached()
+        return kernel
+    with cachemod.locked(cache, "kernel"):
+        kernel = _kernel_from_dir(dest)
+        if kernel is not None and kernel.package_version == version:
+            steps.cached()
+            return kernel
+        pkg = apt.resolve(cache, "kernel", [name])[name]
+        if pkg.version != version:
+            raise AssetError(f"{METAPACKAGE} wants {name} {version} but apt offers {pkg.version}",
+                             package=name, wanted=version, candidate=pkg.version)
+        steps("download")
+        deb = apt.fetch(cache, [pkg])[name]
+        depmod = _depmod(cache)
+        steps("unpack")
+        with cachemod.building(dest) as tmp:
+            apt.unpack(deb, tmp)
+            shutil.rmtree(tmp / "usr" / "share", ignore_errors=True)
+            steps("depmod")
+            kmods.run_depmod(tmp, release, depmod)
+            cachemod.write_json_atomic(tmp / "kernel.json", {
+                "release": release, "package": name, "package_version": version,
+                "deb_sha256": pkg.sha256,
+            })
+        apt.remove_cached(cache, pkg)
+    kernel = _kernel_from_dir(dest)
+    if kernel is None:
+        raise AssetError(f"unpacked {name} into {dest} but found no vmlinuz-{release}",
+                         path=str(dest))
+    logger.info("kernel %s (%s %s) ready in %s", release, name, version, dest)
+    return kernel
+
+
+def _depmod(cache: Path) -> str:
+    """The host's depmod, or one from Debian's kmod package unpacked into the cache."""
+    host = apt.which_or_none("depmod")
+    if host:
+        return host
+    packages = apt.resolve(cache, "kmod", list(_KMOD_PACKAGES))
+    tools = cache / "tools" / f"kmod-{packages['kmod'].version.replace(':', '_')}"
+    wrapper = tools / "depmod"
+    if wrapper.is_file():
+        return str(wrapper)
+    debs = apt.fetch(cache, packages.values())
+    with cachemod.building(tools) as tmp:
+        for deb in debs.values():
+            apt.unpack(deb, tmp)
+        # kmod picks the tool by argv[0]; its library comes from the unpacked tree.
+        libdir = "usr/lib/x86_64-linux-gnu"
+        (tmp / "depmod").write_text(
+            "#!/bin/bash\n"
+            f'd="$(dirname "$0")"\n'
+            f'LD_LIBRARY_PATH="$d/{libdir}" exec -a depmod "$d/bin/kmod" "$@"\n')
+        (tmp / "depmod").chmod(0o755)
+    return str(wrapper)
