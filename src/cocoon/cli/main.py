@@ -19,7 +19,8 @@ from cocoon.errors import CocoonError
 
 # verb module names under cocoon.cli, in the order `--help` lists them
 VERB_MODULES: tuple[str, ...] = (
-    "check",
+    "create", "start", "state", "kill", "delete", "run", "exec", "ps", "list", "pause",
+    "update", "events", "spec", "features", "version", "check", "env", "assets", "demo",
 )
 
 logger = logging.getLogger("cocoon.cli")

@@ -1,0 +1,84 @@
+"""Capability names and the order in which a process's five capability sets are applied.
+
+The order follows runc: drop from the bounding set first (needs CAP_SETPCAP, so before anything
+is dropped from the effective set), switch user with keep-caps on, then set effective, permitted
+and inheritable together, then raise the ambient set (which needs each capability in both
+permitted and inheritable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cocoon.agent import syscalls
+
+CAPABILITIES: dict[str, int] = {
+    name: number for number, name in enumerate((
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+        "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+        "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+        "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+        "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    ))
+}
+
+
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read().strip())
+    except OSError:
+        return max(CAPABILITIES.values())
+
+
+def mask(names: Iterable[str], limit: int | None = None) -> int:
+    """A bit mask from capability names; names the kernel does not know are skipped (as runc)."""
+    top = last_cap() if limit is None else limit
+    result = 0
+    for name in names:
+        key = name.upper()
+        if not key.startswith("CAP_"):
+            key = "CAP_" + key
+        number = CAPABILITIES.get(key)
+        if number is not None and number <= top:
+            result |= 1 << number
+    return result
+
+
+@dataclass(frozen=True)
+class CapabilitySets:
+    bounding: int
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+
+    @classmethod
+    def from_names(cls, bounding: Iterable[str], effective: Iterable[str],
+                   permitted: Iterable[str], inheritable: Iterable[str],
+                   ambient: Iterable[str]) -> CapabilitySets:
+        top = last_cap()
+        return cls(mask(bounding, top), mask(effective, top), mask(permitted, top),
+                   mask(inheritable, top), mask(ambient, top))
+
+
+def drop_bounding(sets: CapabilitySets) -> None:
+    """Drop every capability outside the bounding set (before the user switch)."""
+    for number in range(last_cap() + 1):
+        if not sets.bounding & (1 << number):
+            syscalls.prctl(syscalls.PR_CAPBSET_DROP, number)
+
+
+def apply(sets: CapabilitySets) -> None:
+    """Set effective, permitted and inheritable, then the ambient set (after the user switch)."""
+    syscalls.capset(sets.effective, sets.permitted, sets.inheritable)
+    syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    for number in range(last_cap() + 1):
+        if sets.ambient & (1 << number):
+            syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, number)

@@ -1,0 +1,315 @@
+"""Building a container's root filesystem in the guest, as runc does on a host.
+
+Runs in the container's forked setup process, inside its new mount namespace: the spec's mounts in
+order, the default devices, `pivot_root`, then masked and read-only paths and a read-only root.
+Every destination is resolved inside the rootfs without following symlinks out of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cocoon.agent import syscalls as sc
+
+_FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
+    # option: (clear?, flag)
+    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
+    "nosuid": (False, sc.MS_NOSUID), "suid": (True, sc.MS_NOSUID),
+    "nodev": (False, sc.MS_NODEV), "dev": (True, sc.MS_NODEV),
+    "noexec": (False, sc.MS_NOEXEC), "exec": (True, sc.MS_NOEXEC),
+    "sync": (False, sc.MS_SYNCHRONOUS), "async": (True, sc.MS_SYNCHRONOUS),
+    "dirsync": (False, sc.MS_DIRSYNC), "remount": (False, sc.MS_REMOUNT),
+    "mand": (False, sc.MS_MANDLOCK), "nomand": (True, sc.MS_MANDLOCK),
+    "noatime": (False, sc.MS_NOATIME), "atime": (True, sc.MS_NOATIME),
+    "nodiratime": (False, sc.MS_NODIRATIME), "diratime": (True, sc.MS_NODIRATIME),
+    "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
+    "relatime": (False, sc.MS_RELATIME), "norelatime": (True, sc.MS_RELATIME),
+    "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "symfollow": (True, sc.MS_NOSYMFOLLOW),
+}
+_PROPAGATION: dict[str, int] = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+# options that only tools understand (mount(8) options, podman hints): never passed as data
+_IGNORED = {"defaults", "tmpcopyup", "notmpcopyup", "z", "Z", "U", "copy", "nocopy", "idmap",
+            "private-if-needed"}
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    flags: int
+    propagation: tuple[int, ...]
+    data: str
+
+
+def parse_options(options: Iterable[str]) -> MountOptions:
+    flags = 0
+    propagation: list[int] = []
+    data: list[str] = []
+    for option in options:
+        if option in _FLAG_OPTIONS:
+            clear, flag = _FLAG_OPTIONS[option]
+            flags = flags & ~flag if clear else flags | flag
+        elif option in _PROPAGATION:
+            propagation.append(_PROPAGATION[option])
+        elif option in _IGNORED:
+            continue
+        else:
+            data.append(option)
+    return MountOptions(flags, tuple(propagation), ",".join(data))
+
+
+@dataclass(frozen=True)
+class Mount:
+    destination: str
+    type: str = ""
+    source: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Device:
+    path: str
+    type: str  # "c", "b", "u" or "p"
+    major: int = 0
+    minor: int = 0
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+DEFAULT_DEVICES: tuple[Device, ...] = (
+    Device("/dev/null", "c", 1, 3), Device("/dev/zero", "c", 1, 5),
+    Device("/dev/full", "c", 1, 7), Device("/dev/random", "c", 1, 8),
+    Device("/dev/urandom", "c", 1, 9), Device("/dev/tty", "c", 5, 0),
+)
+DEFAULT_LINKS: tuple[tuple[str, str], ...] = (
+    ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+    ("/proc/kcore", "/dev/core"),
+)
+
+
+def secure_join(root: str, unsafe: str, max_links: int = 255) -> str:
+    """Resolve `unsafe` as if `root` were `/`: symlinks may not climb out of `root`."""
+    parts = [p for p in unsafe.split("/") if p and p != "."]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > max_links:
+                raise OSError(errno.ELOOP, "too many symlinks", unsafe)
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _ensure_target(path: str, as_file: bool) -> None:
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if as_file:
+        with open(path, "a"):
+            pass
+    else:
+        os.mkdir(path, 0o755)
+
+
+def mount_one(rootfs: str, mount: Mount) -> None:
+    """Mount one spec entry under `rootfs`."""
+    opts = parse_options(mount.options)
+    target = secure_join(rootfs, mount.destination)
+    is_bind = bool(opts.flags & sc.MS_BIND) or mount.type == "bind"
+    if is_bind:
+        if not os.path.exists(mount.source):
+            raise OSError(errno.ENOENT, f"bind mount source {mount.source} does not exist",
+                          mount.source)
+        _ensure_target(target, as_file=not os.path.isdir(mount.source))
+        sc.mount(mount.source, target, None,
+                 sc.MS_BIND | (opts.flags & sc.MS_REC))
+        # bind mounts ignore other flags on the first call: remount to apply them
+        remount = opts.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+        if remount:
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | remount)
+    else:
+        _ensure_target(target, as_file=False)
+        fstype = mount.type or "none"
+        if fstype == "cgroup":
+            # the guest runs cgroup v2 only: a v1 request gets the unified hierarchy
+            fstype = "cgroup2"
+        data = opts.data
+        if fstype == "cgroup2":
+            data = ""
+        try:
+            sc.mount(mount.source or fstype, target, fstype, opts.flags & ~sc.MS_REMOUNT,
+                     data or None)
+        except OSError as err:
+            # sysfs and mqueue cannot be mounted fresh without their namespaces: bind instead
+            if err.errno in (errno.EPERM, errno.EBUSY) and fstype in ("sysfs", "mqueue"):
+                host = "/sys" if fstype == "sysfs" else "/dev/mqueue"
+                sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | opts.flags)
+            else:
+                raise
+    for propagation in opts.propagation:
+        sc.mount(None, target, None, propagation)
+
+
+def _is_mounted_at(mounts: Sequence[Mount], destination: str) -> bool:
+    return any(os.path.normpath(m.destination) == destination for m in mounts)
+
+
+def create_devices(rootfs: str, devices: Iterable[Device], mounts: Sequence[Mount]) -> None:
+    """The default devices plus the spec's, made with mknod (the guest is ours to do that)."""
+    if not _is_mounted_at(mounts, "/dev"):
+        # no /dev mount in the spec: give the container a private tmpfs (what runc expects
+        # the config to ask for, done here so /dev is never the rootfs directory)
+        dev = secure_join(rootfs, "/dev")
+        os.makedirs(dev, exist_ok=True)
+        sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    seen: set[str] = set()
+    for device in [*devices, *DEFAULT_DEVICES]:
+        if device.path in seen:
+            continue
+        seen.add(device.path)
+        path = secure_join(rootfs, device.path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                "p": stat.S_IFIFO}.get(device.type)
+        if kind is None:
+            raise OSError(errno.EINVAL, f"device {device.path}: unknown type {device.type!r}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.mknod(path, kind | (device.file_mode & 0o7777),
+                 os.makedev(device.major, device.minor))
+        os.chmod(path, device.file_mode & 0o7777)
+        os.chown(path, device.uid, device.gid)
+    for target, link in DEFAULT_LINKS:
+        path = secure_join(rootfs, link)
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+    ptmx = secure_join(rootfs, "/dev/ptmx")
+    if not os.path.lexists(ptmx) or not os.path.islink(ptmx):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ptmx)
+        os.symlink("pts/ptmx", ptmx)
+
+
+def pivot(rootfs: str) -> None:
+    """Make `rootfs` the root: pivot_root(".", ".") and detach the old root from under it.
+
+    When the guest root is the initramfs, pivot_root refuses (EINVAL: the current root is
+    rootfs); then the rootfs is moved onto "/" and chrooted into, as runc's --no-pivot does.
+    """
+    os.chdir(rootfs)
+    try:
+        sc.pivot_root(".", ".")
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        sc.mount(rootfs, "/", None, sc.MS_MOVE)
+        os.chroot(".")
+        os.chdir("/")
+        return
+    # the old root is now stacked on top of the new one at "/": make it private, then detach
+    sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def mask_paths(paths: Iterable[str]) -> None:
+    """Hide paths from the container: /dev/null over files, an empty read-only tmpfs over dirs."""
+    for path in paths:
+        try:
+            is_dir = os.path.isdir(path) and not os.path.islink(path)
+            if is_dir:
+                sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, None)
+            else:
+                sc.mount("/dev/null", path, None, sc.MS_BIND)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise
+
+
+def readonly_paths(paths: Iterable[str]) -> None:
+    for path in paths:
+        try:
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                raise
+
+
+def readonly_root() -> None:
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+
+
+def set_sysctl(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        with open(path, "w") as f:
+            f.write(value)
+
+
+@dataclass
+class RootfsPlan:
+    """Everything `prepare` needs, in plain values (the caller converts from the OCI spec)."""
+
+    rootfs: str
+    mounts: list[Mount] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    propagation: str = ""
+    readonly: bool = False
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    sysctl: dict[str, str] = field(default_factory=dict)
+    console: bool = False  # make /dev/console for the terminal the init binds onto it
+
+
+def prepare(plan: RootfsPlan) -> None:
+    """Build the container's root in the current (new) mount namespace and enter it."""
+    sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+    sc.mount(plan.rootfs, plan.rootfs, None, sc.MS_BIND | sc.MS_REC)
+    for index, mount in enumerate(plan.mounts):
+        try:
+            mount_one(plan.rootfs, mount)
+        except OSError as err:
+            # name the entry and its container path, not the guest's path to the rootfs
+            reason = (err.strerror or str(err)).replace(plan.rootfs.rstrip("/") + "/", "/")
+            raise OSError(err.errno, f"mounts[{index}] {mount.destination}: {reason}") from err
+    create_devices(plan.rootfs, plan.devices, plan.mounts)
+    if plan.console:
+        _ensure_target(secure_join(plan.rootfs, "/dev/console"), as_file=True)
+    pivot(plan.rootfs)
+    if plan.propagation:
+        sc.mount(None, "/", None, _PROPAGATION[plan.propagation])
+    set_sysctl(plan.sysctl)
+    mask_paths(plan.masked_paths)
+    readonly_paths(plan.readonly_paths)
+    if plan.readonly:
+        readonly_root()

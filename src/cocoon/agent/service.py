@@ -1,0 +1,424 @@
+"""The agent's ttrpc services: `grpc.AgentService` and `grpc.Health`.
+
+Handlers are thin: they decode what the host sent, call the container or guest code, and encode
+the answer. Errors leave as `RPCError` with a gRPC code (ContainerError is one), which the ttrpc
+server turns into the response status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import platform
+import struct
+import time
+from collections import deque
+
+from google.protobuf import empty_pb2
+
+from cocoon import __version__
+from cocoon.agent import network, pid1, plan
+from cocoon.agent import syscalls as sc
+from cocoon.agent.container import (
+    ALREADY_EXISTS,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    Container,
+    ContainerError,
+    set_winsize,
+)
+from cocoon.agent.process import Process, Reaper
+from cocoon.errors import ConfigError, RPCError
+from cocoon.oci import convert
+from cocoon.oci.spec import parse_spec
+from cocoon.protocols.gen import agent_pb2, health_pb2, kata_types_pb2
+from cocoon.ttrpc.server import CallContext
+from cocoon.ttrpc.status import StatusCode
+
+logger = logging.getLogger("cocoon.agent.service")
+
+MAX_READ = 1 << 20
+OOM_POLL_INTERVAL = 0.1
+EMPTY = empty_pb2.Empty()
+
+
+class AgentState:
+    """What the agent knows: its containers, its reaper, when it started."""
+
+    def __init__(self, reaper: Reaper, started_ns: int) -> None:
+        self.reaper = reaper
+        self.containers: dict[str, Container] = {}
+        self.started_ns = started_ns
+        self.ready_ns = 0
+        self.mounted: list[str] = []
+        self.oom_events: deque[str] = deque(maxlen=1024)
+        self.oom_seen: dict[str, int] = {}
+        self.oom_changed = asyncio.Event()
+        self.power_off_requested = asyncio.Event()
+
+    def container(self, container_id: str) -> Container:
+        try:
+            return self.containers[container_id]
+        except KeyError:
+            raise ContainerError(NOT_FOUND, f"container {container_id!r} does not exist") from None
+
+    def poll_oom(self) -> None:
+        for cid, container in self.containers.items():
+            if container.cgroup is None:
+                continue
+            count = container.cgroup.oom_kills()
+            if count > self.oom_seen.get(cid, 0):
+                self.oom_seen[cid] = count
+                self.oom_events.append(cid)
+                self.oom_changed.set()
+
+
+def _mount_storage(storage: agent_pb2.Storage, state: AgentState) -> None:
+    target = storage.mount_point
+    if not target.startswith("/"):
+        raise ContainerError(INVALID_ARGUMENT, f"storage mount point {target!r} is not absolute")
+    if target in state.mounted:
+        return
+    os.makedirs(target, exist_ok=True)
+    fstype = storage.fstype or {"virtio-fs": "virtiofs"}.get(storage.driver, storage.driver)
+    try:
+        sc.mount(storage.source, target, fstype, 0, ",".join(storage.options) or None)
+    except OSError as err:
+        raise ContainerError(StatusCode.INTERNAL,
+                             f"mounting {storage.driver} {storage.source} on {target}: "
+                             f"{err.strerror}") from err
+    state.mounted.append(target)
+
+
+def _process(container: Container, exec_id: str) -> Process:
+    return container.process(exec_id)
+
+
+class AgentService:
+    """grpc.AgentService: every method the host uses; the rest answer UNIMPLEMENTED."""
+
+    def __init__(self, state: AgentState) -> None:
+        self.state = state
+
+    # --- sandbox ---------------------------------------------------------------------------
+
+    async def CreateSandbox(self, request: agent_pb2.CreateSandboxRequest,
+                            ctx: CallContext) -> empty_pb2.Empty:
+        if request.hostname:
+            sc.sethostname(request.hostname)
+        for storage in request.storages:
+            _mount_storage(storage, self.state)
+        return EMPTY
+
+    async def DestroySandbox(self, request: agent_pb2.DestroySandboxRequest,
+                             ctx: CallContext) -> empty_pb2.Empty:
+        for cid in list(self.state.containers):
+            container = self.state.containers.pop(cid)
+            await container.destroy(timeout=2.0)
+        os.sync()
+        self.state.power_off_requested.set()
+        return EMPTY
+
+    async def GetGuestDetails(self, request: agent_pb2.GuestDetailsRequest,
+                              ctx: CallContext) -> agent_pb2.GuestDetailsResponse:
+        mem_total = 0
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_total = int(line.split()[1]) * 1024
+                    break
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+        return agent_pb2.GuestDetailsResponse(
+            agent_details=agent_pb2.AgentDetails(version=__version__, init_daemon=True,
+                                                 storage_handlers=["virtio-fs"],
+                                                 supports_seccomp=True),
+            kernel_release=platform.release(),
+            mem_total_bytes=mem_total,
+            boot_id=boot_id,
+            agent_started_ns=self.state.started_ns,
+            agent_ready_ns=self.state.ready_ns,
+            uptime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+        )
+
+    async def SetGuestDateTime(self, request: agent_pb2.SetGuestDateTimeRequest,
+                               ctx: CallContext) -> empty_pb2.Empty:
+        time.clock_settime_ns(time.CLOCK_REALTIME,
+                              request.Sec * 1_000_000_000 + request.Usec * 1000)
+        return EMPTY
+
+    async def ReseedRandomDev(self, request: agent_pb2.ReseedRandomDevRequest,
+                              ctx: CallContext) -> empty_pb2.Empty:
+        if request.data:
+            rndaddentropy = 0x40085203
+            with open("/dev/random", "wb", buffering=0) as f:
+                payload = struct.pack("ii", len(request.data) * 8, len(request.data))
+                try:
+                    fcntl.ioctl(f, rndaddentropy, payload + request.data)
+                except OSError:
+                    f.write(request.data)  # not credited, but still mixed in
+        with open("/dev/urandom", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            fcntl.ioctl(f, 0x5207)  # RNDRESEEDCRNG: make the new entropy count now
+        return EMPTY
+
+    async def CopyFile(self, request: agent_pb2.CopyFileRequest,
+                       ctx: CallContext) -> empty_pb2.Empty:
+        path = request.path
+        if not path.startswith("/") or "/../" in path or path.endswith("/.."):
+            raise ContainerError(INVALID_ARGUMENT, f"CopyFile: bad path {path!r}")
+        os.makedirs(os.path.dirname(path), mode=request.dir_mode or 0o755, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (0 if request.offset else os.O_TRUNC)
+        fd = os.open(path, flags, request.file_mode or 0o644)
+        try:
+            os.pwrite(fd, request.data, request.offset)
+            os.fchown(fd, request.uid, request.gid)
+        finally:
+            os.close(fd)
+        return EMPTY
+
+    # --- containers --------------------------------------------------------------------------
+
+    async def CreateContainer(self, request: agent_pb2.CreateContainerRequest,
+                              ctx: CallContext) -> empty_pb2.Empty:
+        cid = request.container_id
+        if not cid or "/" in cid or cid.startswith("."):
+            raise ContainerError(INVALID_ARGUMENT, f"invalid container id {cid!r}")
+        if cid in self.state.containers:
+            raise ContainerError(ALREADY_EXISTS, f"container {cid!r} already exists")
+        for storage in request.storages:
+            _mount_storage(storage, self.state)
+        try:
+            spec = parse_spec(convert.spec_from_proto(request.OCI).to_dict(),
+                              source=f"container {cid} spec")
+            config = plan.container_config(cid, spec, self.state.containers)
+        except (ConfigError, ValueError) as err:
+            raise ContainerError(INVALID_ARGUMENT, str(err)) from err
+        container = await Container.create(cid, config, self.state.reaper)
+        self.state.containers[cid] = container
+        self.state.oom_seen[cid] = 0
+        return EMPTY
+
+    async def StartContainer(self, request: agent_pb2.StartContainerRequest,
+                             ctx: CallContext) -> empty_pb2.Empty:
+        await self.state.container(request.container_id).start()
+        return EMPTY
+
+    async def RemoveContainer(self, request: agent_pb2.RemoveContainerRequest,
+                              ctx: CallContext) -> empty_pb2.Empty:
+        container = self.state.container(request.container_id)
+        await container.destroy(timeout=float(request.timeout or 10))
+        self.state.containers.pop(request.container_id, None)
+        self.state.oom_seen.pop(request.container_id, None)
+        return EMPTY
+
+    async def ExecProcess(self, request: agent_pb2.ExecProcessRequest,
+                          ctx: CallContext) -> empty_pb2.Empty:
+        container = self.state.container(request.container_id)
+        if not request.exec_id:
+            raise ContainerError(INVALID_ARGUMENT, "ExecProcess needs an exec_id")
+        try:
+            process = convert.process_from_proto(request.process)
+            process_plan = plan.process_plan(process)
+        except (ConfigError, ValueError) as err:
+            raise ContainerError(INVALID_ARGUMENT, str(err)) from err
+        process_plan.seccomp = container.config.init.process.seccomp
+        size = None
+        if process.console_size is not None:
+            size = (process.console_size.height, process.console_size.width)
+        await container.exec(request.exec_id, process_plan, size)
+        return EMPTY
+
+    async def SignalProcess(self, request: agent_pb2.SignalProcessRequest,
+                            ctx: CallContext) -> empty_pb2.Empty:
+        if not 0 < request.signal < 65:
+            raise ContainerError(INVALID_ARGUMENT, f"invalid signal {request.signal}")
+        container = self.state.container(request.container_id)
+        container.signal(request.exec_id, request.signal, all_processes=request.all)
+        return EMPTY
+
+    async def WaitProcess(self, request: agent_pb2.WaitProcessRequest,
+                          ctx: CallContext) -> agent_pb2.WaitProcessResponse:
+        container = self.state.container(request.container_id)
+        status = await _process(container, request.exec_id).wait()
+        return agent_pb2.WaitProcessResponse(status=status)
+
+    async def ListProcesses(self, request: agent_pb2.ListProcessesRequest,
+                            ctx: CallContext) -> agent_pb2.ListProcessesResponse:
+        container = self.state.container(request.container_id)
+        pids = container.cgroup.pids() if container.cgroup else []
+        if request.format == "json":
+            return agent_pb2.ListProcessesResponse(process_list=json.dumps(pids).encode())
+        lines = ["PID   USER     TIME  COMMAND"]
+        for pid in pids:
+            lines.append(_ps_line(pid))
+        return agent_pb2.ListProcessesResponse(process_list=("\n".join(lines) + "\n").encode())
+
+    async def UpdateContainer(self, request: agent_pb2.UpdateContainerRequest,
+                              ctx: CallContext) -> empty_pb2.Empty:
+        container = self.state.container(request.container_id)
+        resources = convert.resources_from_proto(request.resources).to_dict()
+        container.update(resources)
+        return EMPTY
+
+    async def StatsContainer(self, request: agent_pb2.StatsContainerRequest,
+                             ctx: CallContext) -> agent_pb2.StatsContainerResponse:
+        container = self.state.container(request.container_id)
+        stats = container.cgroup.stats() if container.cgroup else {}
+        return agent_pb2.StatsContainerResponse(cgroup_stats=_cgroup_stats(stats))
+
+    async def PauseContainer(self, request: agent_pb2.PauseContainerRequest,
+                             ctx: CallContext) -> empty_pb2.Empty:
+        await self.state.container(request.container_id).pause()
+        return EMPTY
+
+    async def ResumeContainer(self, request: agent_pb2.ResumeContainerRequest,
+                              ctx: CallContext) -> empty_pb2.Empty:
+        await self.state.container(request.container_id).resume()
+        return EMPTY
+
+    async def GetOOMEvent(self, request: agent_pb2.GetOOMEventRequest,
+                          ctx: CallContext) -> agent_pb2.OOMEvent:
+        while not self.state.oom_events:
+            self.state.oom_changed.clear()
+            self.state.poll_oom()
+            if self.state.oom_events:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OOM_POLL_INTERVAL):
+                    await self.state.oom_changed.wait()
+        return agent_pb2.OOMEvent(container_id=self.state.oom_events.popleft())
+
+    # --- stdio -------------------------------------------------------------------------------
+
+    async def WriteStdin(self, request: agent_pb2.WriteStreamRequest,
+                         ctx: CallContext) -> agent_pb2.WriteStreamResponse:
+        process = _process(self.state.container(request.container_id), request.exec_id)
+        if process.stdin is None:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION, "the process has no stdin")
+        try:
+            written = await process.stdin.write(request.data)
+        except (BrokenPipeError, OSError) as err:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION,
+                                 f"stdin of {request.container_id}: {err}") from err
+        return agent_pb2.WriteStreamResponse(len=written)
+
+    async def _read(self, request: agent_pb2.ReadStreamRequest,
+                    stderr: bool) -> agent_pb2.ReadStreamResponse:
+        process = _process(self.state.container(request.container_id), request.exec_id)
+        stream = process.stderr if stderr else process.stdout
+        if stream is None:
+            return agent_pb2.ReadStreamResponse(data=b"")
+        size = min(request.len or MAX_READ, MAX_READ)
+        return agent_pb2.ReadStreamResponse(data=await stream.read(size))
+
+    async def ReadStdout(self, request: agent_pb2.ReadStreamRequest,
+                         ctx: CallContext) -> agent_pb2.ReadStreamResponse:
+        return await self._read(request, stderr=False)
+
+    async def ReadStderr(self, request: agent_pb2.ReadStreamRequest,
+                         ctx: CallContext) -> agent_pb2.ReadStreamResponse:
+        return await self._read(request, stderr=True)
+
+    async def CloseStdin(self, request: agent_pb2.CloseStdinRequest,
+                         ctx: CallContext) -> empty_pb2.Empty:
+        process = _process(self.state.container(request.container_id), request.exec_id)
+        if process.terminal and process.stdin is not None:
+            # a terminal has no separate stdin to close: send EOF (^D) as a typist would
+            with contextlib.suppress(OSError):
+                await process.stdin.write(b"\x04")
+        elif process.stdin is not None:
+            process.stdin.close()
+        return EMPTY
+
+    async def TtyWinResize(self, request: agent_pb2.TtyWinResizeRequest,
+                           ctx: CallContext) -> empty_pb2.Empty:
+        process = _process(self.state.container(request.container_id), request.exec_id)
+        if process.pty_master is None:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION, "the process has no terminal")
+        set_winsize(process.pty_master, request.row, request.column)
+        return EMPTY
+
+    # --- networking (see cocoon.agent.network) ----------------------------------------------
+
+    async def UpdateInterface(self, request: agent_pb2.UpdateInterfaceRequest,
+                              ctx: CallContext) -> kata_types_pb2.Interface:
+        return await network.update_interface(request.interface)
+
+    async def UpdateRoutes(self, request: agent_pb2.UpdateRoutesRequest,
+                           ctx: CallContext) -> agent_pb2.Routes:
+        return await network.update_routes(request.routes)
+
+    async def ListInterfaces(self, request: agent_pb2.ListInterfacesRequest,
+                             ctx: CallContext) -> agent_pb2.Interfaces:
+        return await network.list_interfaces()
+
+    async def ListRoutes(self, request: agent_pb2.ListRoutesRequest,
+                         ctx: CallContext) -> agent_pb2.Routes:
+        return await network.list_routes()
+
+    async def AddARPNeighbors(self, request: agent_pb2.AddARPNeighborsRequest,
+                              ctx: CallContext) -> empty_pb2.Empty:
+        await network.add_arp_neighbors(request.neighbors)
+        return EMPTY
+
+
+def _ps_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except (OSError, IndexError, ValueError):
+        return f"{pid:<5} ?        0:00  ?"
+    seconds = ticks // os.sysconf("SC_CLK_TCK")
+    return f"{pid:<5} {uid:<8} {seconds // 60}:{seconds % 60:02d}  {cmd or '?'}"
+
+
+def _cgroup_stats(stats: dict[str, int]) -> agent_pb2.CgroupStats:
+    usec = 1000
+    return agent_pb2.CgroupStats(
+        cpu_stats=agent_pb2.CpuStats(
+            cpu_usage=agent_pb2.CpuUsage(
+                total_usage=stats.get("cpu.usage_usec", 0) * usec,
+                usage_in_usermode=stats.get("cpu.user_usec", 0) * usec,
+                usage_in_kernelmode=stats.get("cpu.system_usec", 0) * usec),
+            throttling_data=agent_pb2.ThrottlingData(
+                periods=stats.get("cpu.nr_periods", 0),
+                throttled_periods=stats.get("cpu.nr_throttled", 0),
+                throttled_time=stats.get("cpu.throttled_usec", 0) * usec)),
+        memory_stats=agent_pb2.MemoryStats(
+            cache=stats.get("memory.file", 0),
+            usage=agent_pb2.MemoryData(usage=stats.get("memory.current", 0),
+                                       limit=stats.get("memory.max", 0),
+                                       failcnt=stats.get("memory.oom_kill", 0)),
+            swap_usage=agent_pb2.MemoryData(usage=stats.get("memory.swap.current", 0)),
+            stats={k.removeprefix("memory."): v for k, v in stats.items()
+                   if k.startswith("memory.")}),
+        pids_stats=agent_pb2.PidsStats(current=stats.get("pids.current", 0),
+                                       limit=stats.get("pids.max", 0)),
+    )
+
+
+class HealthService:
+    """grpc.Health: the host's readiness probe."""
+
+    async def Check(self, request: health_pb2.CheckRequest,
+                    ctx: CallContext) -> health_pb2.HealthCheckResponse:
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def Version(self, request: health_pb2.CheckRequest,
+                      ctx: CallContext) -> health_pb2.VersionCheckResponse:
+        return health_pb2.VersionCheckResponse(grpc_version="ttrpc", agent_version=__version__)
+
+
+def uptime_ns() -> int:
+    return int(pid1.uptime() * 1e9)
+
+
+__all__ = ["AgentService", "AgentState", "HealthService", "RPCError", "uptime_ns"]

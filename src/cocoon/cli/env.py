@@ -1,0 +1,64 @@
+"""`cocoon env`: where Cocoon keeps things and what it would run with, on this host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+from cocoon import __version__
+from cocoon.cli.context import Context
+from cocoon.cli.version import qemu_version
+
+
+def environment(ctx: Context) -> dict[str, Any]:
+    from cocoon.guest import assets
+    from cocoon.hypervisor import accel
+    from cocoon.sandbox.layout import vm_root
+
+    kernel = assets.find_kernel()
+    image = assets.find_guest_image()
+    cache = assets.default_cache_dir()
+    decision = None
+    if kernel is not None:
+        decision = accel.load_cached(cache, accel.probe_key(kernel.release))
+    return {
+        "runtime": {"version": __version__, "python": sys.version.split()[0],
+                    "executable": sys.argv[0]},
+        "paths": {"state_root": str(ctx.root), "vm_root": str(vm_root()),
+                  "asset_cache": str(cache)},
+        "host": {"kernel": platform.release(), "qemu": qemu_version(),
+                 "kvm_device": os.path.exists("/dev/kvm"),
+                 "vhost_vsock": os.path.exists("/dev/vhost-vsock")},
+        "guest": {"kernel": kernel.release if kernel else None,
+                  "kernel_package": kernel.package_version if kernel else None,
+                  "image": str(image.initrd) if image else None,
+                  "image_digest": image.digest[:16] if image else None},
+        "acceleration": ({"accel": decision.accel, "cpu": decision.cpu_model,
+                          "reason": decision.reason} if decision else
+                         "not probed yet (run cocoon check)"),
+    }
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("env", help="show Cocoon's paths, versions and settings")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    env = environment(ctx)
+    if args.json:
+        print(json.dumps(env, indent=2))
+        return 0
+    for section, values in env.items():
+        print(f"[{section}]")
+        if isinstance(values, dict):
+            for key, value in values.items():
+                print(f"  {key} = {value}")
+        else:
+            print(f"  {values}")
+    return 0

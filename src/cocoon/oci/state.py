@@ -1,0 +1,225 @@
+"""Container state on disk: one directory per container under the state root, one JSON file.
+
+Every transition is saved atomically (temp file, fsync, rename) while the container's lock is
+held, so concurrent invocations on one container see either the old or the new state. The
+status rules (which operation is legal in which status) live here, next to the state they judge,
+as youki keeps them: `can_start()`, `can_kill()`, ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cocoon.errors import (
+    ConfigError,
+    ContainerExistsError,
+    ContainerNotFoundError,
+    ContainerStateError,
+)
+
+OCI_VERSION = "1.1.0"
+STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+
+
+class Status(enum.StrEnum):
+    CREATING = "creating"
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+    def can_start(self) -> bool:
+        return self is Status.CREATED
+
+    def can_kill(self) -> bool:
+        return self in (Status.CREATED, Status.RUNNING, Status.PAUSED)
+
+    def can_delete(self, force: bool = False) -> bool:
+        return force or self in (Status.STOPPED, Status.CREATING)
+
+    def can_pause(self) -> bool:
+        return self is Status.RUNNING
+
+    def can_resume(self) -> bool:
+        return self is Status.PAUSED
+
+    def can_exec(self) -> bool:
+        return self in (Status.CREATED, Status.RUNNING)
+
+    def can_update(self) -> bool:
+        return self in (Status.CREATED, Status.RUNNING, Status.PAUSED)
+
+
+def validate_id(container_id: str) -> str:
+    if not _ID_RE.match(container_id) or container_id in (".", ".."):
+        raise ConfigError(f"invalid container id {container_id!r}: use letters, digits, "
+                          "'_', '.', '+' and '-'", id=container_id)
+    return container_id
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot): tells a pid from its reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+@dataclass
+class ContainerState:
+    id: str
+    bundle: str
+    rootfs: str
+    status: Status = Status.CREATING
+    pid: int = 0              # the host stand-in of the container's init (per-process shim)
+    pid_start: int = 0        # its start time, against pid reuse
+    created: str = ""
+    owner: str = "root"
+    annotations: dict[str, str] = field(default_factory=dict)
+    vm_dir: str = ""          # the sandbox directory (monitor socket, console log, share)
+    monitor_pid: int = 0
+    exit_status: int | None = None
+    boot_id: str = ""
+    kernel_release: str = ""
+    execs: dict[str, int] = field(default_factory=dict)  # exec id -> its shim's pid
+
+    def pid_alive(self) -> bool:
+        if not self.pid:
+            return False
+        start = process_start_time(self.pid)
+        return start is not None and (not self.pid_start or start == self.pid_start)
+
+    def current_status(self) -> Status:
+        """The stored status corrected by what is true now: a dead init means stopped."""
+        if self.status in (Status.CREATED, Status.RUNNING, Status.PAUSED) and not self.pid_alive():
+            return Status.STOPPED
+        return self.status
+
+    def oci_state(self) -> dict[str, Any]:
+        """The runtime-spec state JSON (with runc's extra fields)."""
+        status = self.current_status()
+        state: dict[str, Any] = {
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "status": str(status),
+            "pid": self.pid if status in (Status.CREATED, Status.RUNNING, Status.PAUSED) else 0,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+        }
+        if self.annotations:
+            state["annotations"] = dict(self.annotations)
+        return state
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerState:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["status"] = Status(values.get("status", "creating"))
+        return cls(**values)
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+class StateStore:
+    """The containers under one state root (`--root`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dir(self, container_id: str) -> Path:
+        return self.root / validate_id(container_id)
+
+    def exists(self, container_id: str) -> bool:
+        return (self.dir(container_id) / STATE_FILE).exists()
+
+    @contextlib.contextmanager
+    def lock(self, container_id: str) -> Iterator[None]:
+        """Hold the container's lock (a flock on a file in its directory)."""
+        directory = self.dir(container_id)
+        try:
+            fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise ContainerNotFoundError(f"container {container_id} does not exist",
+                                         id=container_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def create(self, state: ContainerState) -> None:
+        """Claim the id (atomically: mkdir) and write the first state."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        directory = self.dir(state.id)
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            raise ContainerExistsError(f"container {state.id} already exists",
+                                       id=state.id) from None
+        self.save(state)
+
+    def load(self, container_id: str) -> ContainerState:
+        path = self.dir(container_id) / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ContainerNotFoundError(f"container {container_id} does not exist",
+                                         id=container_id) from None
+        except ValueError as err:
+            raise ContainerStateError(f"container {container_id}: state file is corrupt: {err}",
+                                      id=container_id) from err
+        return ContainerState.from_json(data)
+
+    def save(self, state: ContainerState) -> None:
+        directory = self.dir(state.id)
+        tmp = directory / f".{STATE_FILE}.{os.getpid()}"
+        data = json.dumps(state.to_json(), indent=1).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / STATE_FILE)
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+
+    def list(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if (p / STATE_FILE).exists() and _ID_RE.match(p.name))
+
+
+def require(status: Status, allowed: bool, container_id: str, action: str) -> None:
+    if not allowed:
+        raise ContainerStateError(f"cannot {action} container {container_id}: it is {status}",
+                                  id=container_id, status=str(status))

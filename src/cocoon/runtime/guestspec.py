@@ -1,0 +1,98 @@
+"""The container's spec as the guest must see it.
+
+The host's config.json names host paths; in the guest the rootfs and every bind source live in
+the virtio-fs share. This module exposes them in the share (bind mounts on the host, read-only
+where the spec says so) and returns the spec rewritten with guest paths. Namespace paths and the
+network namespace belong to the host and are dropped (the guest's network is the container's);
+hooks run on the host and are removed from what the guest gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from pathlib import Path
+
+from cocoon.agent.rootfs import secure_join
+from cocoon.errors import ConfigError
+from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
+from cocoon.sandbox.share import Share
+
+# bind sources the guest has its own of: never exported from the host
+GUEST_LOCAL_PREFIXES = ("/proc", "/sys", "/dev")
+GUEST_NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup")
+# a namespace path "container:<id>" asks the agent to join that guest container's namespace
+# (how the containers of a pod share the pod's); every other path is the host's and is dropped
+CONTAINER_NS_PREFIX = "container:"
+
+
+def is_bind(mount: Mount) -> bool:
+    return mount.type == "bind" or "bind" in mount.options or "rbind" in mount.options
+
+
+def _guest_local(source: str) -> bool:
+    normalized = os.path.normpath(source)
+    return any(normalized == p or normalized.startswith(p + "/") for p in GUEST_LOCAL_PREFIXES)
+
+
+def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
+    """Expose the rootfs and volumes in the share; return the spec with guest paths."""
+    if spec.hooks is not None and (spec.hooks.create_container or spec.hooks.start_container):
+        kind = "createContainer" if spec.hooks.create_container else "startContainer"
+        raise ConfigError(f"config.json: hooks.{kind}: hooks that run inside the container's "
+                          "namespaces cannot run in a VM guest", field=f"hooks.{kind}")
+    if spec.root.readonly:
+        _make_mount_points(spec, rootfs)
+    guest_root = share.expose_rootfs(container_id, rootfs, readonly=spec.root.readonly)
+    mounts: list[Mount] = []
+    for index, mount in enumerate(spec.mounts):
+        destination = os.path.normpath(mount.destination)
+        if is_bind(mount) and destination != "/dev/shm" and not _guest_local(mount.source):
+            source = Path(mount.source)
+            if not source.is_absolute():
+                raise ConfigError(f"config.json: mounts[{index}].source: {mount.source!r} is not "
+                                  "an absolute path", field=f"mounts[{index}].source")
+            guest_source = share.expose_mount(container_id, index, source,
+                                              readonly="ro" in mount.options)
+            mount = dataclasses.replace(mount, source=guest_source)
+        mounts.append(mount)
+    linux = spec.linux
+    if linux is not None:
+        namespaces = tuple(
+            LinuxNamespace(type=ns.type,
+                           path=ns.path if ns.path.startswith(CONTAINER_NS_PREFIX) else "")
+            for ns in linux.namespaces if ns.type in GUEST_NAMESPACES)
+        linux = dataclasses.replace(linux, namespaces=namespaces, cgroups_path="")
+        linux = _check_linux(linux)
+    return dataclasses.replace(spec, root=Root(path=guest_root, readonly=spec.root.readonly),
+                               mounts=tuple(mounts), hooks=None, linux=linux)
+
+
+def _make_mount_points(spec: Spec, rootfs: Path) -> None:
+    """Create the missing mount points of a read-only rootfs, as runc does before it makes
+    the root read-only: the guest gets the rootfs read-only from the start and cannot."""
+    covered: list[str] = []
+    for mount in spec.mounts:
+        destination = os.path.normpath(mount.destination)
+        if any(destination.startswith(c.rstrip("/") + "/") for c in covered):
+            continue  # inside an earlier mount: the guest makes it there
+        covered.append(destination)
+        target = Path(secure_join(str(rootfs), destination))
+        if os.path.lexists(target):
+            continue
+        as_file = is_bind(mount) and os.path.isfile(mount.source)
+        with contextlib.suppress(OSError):  # what stays missing, the guest reports by name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if as_file:
+                target.touch()
+            else:
+                target.mkdir()
+
+
+def _check_linux(linux: Linux) -> Linux:
+    if linux.uid_mappings or linux.gid_mappings:
+        raise ConfigError("config.json: linux.uidMappings: user namespaces are not supported "
+                          "in the guest (the VM is the isolation boundary)",
+                          field="linux.uidMappings")
+    return linux

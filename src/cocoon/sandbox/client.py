@@ -1,0 +1,70 @@
+"""A host-side client of one sandbox: the agent's services (through the proxy) and the monitor's.
+
+Every call has a bound; errors arrive as `RPCError` (a status from the agent or the monitor) or
+`ConnectionLostError` (the monitor went away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from cocoon.protocols.gen import agent_pb2, health_pb2, monitor_pb2
+from cocoon.ttrpc.client import Client
+
+M = TypeVar("M", bound=Message)
+
+AGENT = "grpc.AgentService"
+HEALTH = "grpc.Health"
+MONITOR = "cocoon.Monitor"
+DEFAULT_TIMEOUT = 30.0
+
+
+class SandboxClient:
+    def __init__(self, client: Client) -> None:
+        self.ttrpc = client
+
+    @classmethod
+    async def connect(cls, socket: Path, timeout: float = 5.0) -> SandboxClient:
+        return cls(await Client.connect_unix(socket, timeout=timeout))
+
+    @classmethod
+    def over(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+             peer: str) -> SandboxClient:
+        return cls(Client(reader, writer, peer=peer))
+
+    async def close(self) -> None:
+        await self.ttrpc.close()
+
+    async def __aenter__(self) -> SandboxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def agent(self, method: str, request: Message, response_type: type[M],
+                    timeout: float | None = DEFAULT_TIMEOUT) -> M:
+        return await self.ttrpc.call(AGENT, method, request, response_type, timeout=timeout)
+
+    async def health(self, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+        response = await self.ttrpc.call(HEALTH, "Check", health_pb2.CheckRequest(),
+                                         health_pb2.HealthCheckResponse, timeout=timeout)
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def guest_details(self, timeout: float | None = DEFAULT_TIMEOUT
+                            ) -> agent_pb2.GuestDetailsResponse:
+        return await self.agent("GetGuestDetails", agent_pb2.GuestDetailsRequest(),
+                                agent_pb2.GuestDetailsResponse, timeout)
+
+    async def status(self, timeout: float | None = 5.0) -> monitor_pb2.StatusResponse:
+        return await self.ttrpc.call(MONITOR, "Status", monitor_pb2.StatusRequest(),
+                                     monitor_pb2.StatusResponse, timeout=timeout)
+
+    async def shutdown(self, grace: float = 0.0,
+                       timeout: float | None = 30.0) -> monitor_pb2.ShutdownResponse:
+        return await self.ttrpc.call(MONITOR, "Shutdown",
+                                     monitor_pb2.ShutdownRequest(grace_seconds=grace),
+                                     monitor_pb2.ShutdownResponse, timeout=timeout)

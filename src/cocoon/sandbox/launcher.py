@@ -1,0 +1,182 @@
+"""Starting and stopping a sandbox monitor from a short-lived caller (the CLI, tests, benches).
+
+The monitor runs detached (its own session, stdio on /dev/null) so the caller can exit; it
+reports readiness, or the one-line reason it could not start, on a pipe the caller reads.
+Stopping asks the monitor to shut down; a monitor that no longer answers is killed and its
+sandbox directory cleaned up here, so nothing is left behind either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cocoon.errors import CocoonError, SandboxError
+from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.layout import Layout, SandboxConfig
+from cocoon.sandbox.monitor import remove_vm_dir
+
+READY_LIMIT = 64 * 1024
+
+
+@dataclass
+class SandboxHandle:
+    config: SandboxConfig
+    monitor_pid: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return self.config.layout
+
+    async def connect(self, timeout: float = 5.0) -> SandboxClient:
+        return await SandboxClient.connect(self.layout.monitor_socket, timeout=timeout)
+
+
+def spawn_monitor(config: SandboxConfig) -> tuple[int, int]:
+    """Start the monitor detached; return its pid and the read end of its readiness pipe."""
+    layout = config.layout
+    layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.save()
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cocoon.sandbox.monitor", str(layout.root),
+             "--ready-fd", str(write_fd)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(write_fd,), start_new_session=True, close_fds=True)
+    except OSError:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    layout.pidfile.write_text(str(proc.pid))
+    # the monitor outlives us; it is reaped by whoever adopts it
+    proc.returncode = 0
+    return proc.pid, read_fd
+
+
+def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    data = b""
+    try:
+        while len(data) < READY_LIMIT:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if not data.strip():
+        return {"ok": False, "error": "the sandbox monitor exited without a word"}
+    try:
+        message: dict[str, Any] = json.loads(data.splitlines()[0])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": f"the sandbox monitor said {data[:200]!r}"}
+    return message
+
+
+def start_sandbox(config: SandboxConfig, timeout: float | None = None) -> SandboxHandle:
+    """Boot a sandbox and wait until its agent answers (blocking)."""
+    wait = timeout if timeout is not None else config.boot_timeout + 30.0
+    pid, read_fd = spawn_monitor(config)
+    message = _read_ready(read_fd, wait)
+    if message is None:
+        kill_monitor(pid)
+        remove_vm_dir(config.layout.root)
+        raise SandboxError(f"sandbox {config.sandbox_id}: not ready after {wait:.0f} s")
+    if not message.get("ok"):
+        _reap_quietly(pid)
+        remove_vm_dir(config.layout.root)
+        raise SandboxError(str(message.get("error") or "the sandbox failed to start"),
+                           sandbox=config.sandbox_id)
+    return SandboxHandle(config, pid, message)
+
+
+def kill_monitor(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap_quietly(pid)
+
+
+def _reap_quietly(pid: int, timeout: float = 5.0) -> None:
+    """Wait for a monitor that is our child to exit (it is not when we merely found it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            if not _alive(pid):
+                return
+            time.sleep(0.01)
+            continue
+        if done:
+            return
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def monitor_pid(layout: Layout) -> int | None:
+    try:
+        return int(layout.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+async def stop_sandbox_async(layout: Layout, grace: float = 3.0) -> None:
+    """Shut the sandbox down; clean up by force when its monitor does not answer."""
+    pid = monitor_pid(layout)
+    if layout.monitor_socket.exists():
+        try:
+            client = await SandboxClient.connect(layout.monitor_socket, timeout=2.0)
+            try:
+                await client.shutdown(grace=grace, timeout=grace + 15.0)
+            finally:
+                await client.close()
+        except (CocoonError, OSError):
+            pass
+    if pid is not None:
+        deadline = time.monotonic() + 5.0
+        while _alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if _alive(pid):
+            kill_monitor(pid)
+        else:
+            _reap_quietly(pid, timeout=0.1)
+    remove_vm_dir(layout.root)
+
+
+def stop_sandbox(layout: Layout, grace: float = 3.0) -> None:
+    asyncio.run(stop_sandbox_async(layout, grace))
+
+
+__all__ = ["SandboxHandle", "start_sandbox", "stop_sandbox", "stop_sandbox_async"]
+

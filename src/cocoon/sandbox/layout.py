@@ -1,0 +1,106 @@
+"""Where one sandbox keeps its files on the host, and the sandbox's own settings.
+
+Everything a VM needs on the host lives in one short directory (unix socket paths are limited
+to 107 bytes, and engines use 64-character container ids): `/run/cocoon-vm/<16 hex>/`.
+Removing that directory (after unmounting what is under it) removes every trace of the VM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_VM_ROOT = Path("/run/cocoon-vm")
+
+
+def vm_root() -> Path:
+    return Path(os.environ.get("COCOON_VM_DIR") or DEFAULT_VM_ROOT)
+
+
+def vm_dir_for(owner: str, sandbox_id: str) -> Path:
+    """A short, stable directory name for a sandbox owned by a state root or a shim."""
+    digest = hashlib.sha256(f"{owner}\0{sandbox_id}".encode()).hexdigest()[:16]
+    return vm_root() / digest
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "sandbox.json"
+
+    @property
+    def monitor_socket(self) -> Path:
+        return self.root / "monitor.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.root / "qmp.sock"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.root / "agent.sock"
+
+    @property
+    def virtiofs_socket(self) -> Path:
+        return self.root / "vfs.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def monitor_log(self) -> Path:
+        return self.root / "monitor.log"
+
+    @property
+    def shared(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "monitor.pid"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """What the monitor is asked to run; written as sandbox.json in the sandbox directory."""
+
+    sandbox_id: str
+    vm_dir: str
+    memory_mib: int = 256
+    vcpus: int = 1
+    machine: str = "pc"
+    share: bool = True
+    hostname: str = ""
+    netns: str | None = None
+    boot_timeout: float = 60.0
+    kernel_args: tuple[str, ...] = ()
+    asset_dir: str | None = None
+    debug: bool = False
+    # boot this initrd (with the cached kernel) instead of the agent's image: test variants
+    initrd: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(Path(self.vm_dir))
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["kernel_args"] = list(self.kernel_args)
+        tmp = self.layout.config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.layout.config)
+
+    @classmethod
+    def load(cls, path: Path) -> SandboxConfig:
+        data = json.loads(path.read_text())
+        data["kernel_args"] = tuple(data.get("kernel_args") or ())
+        return cls(**data)

@@ -1,0 +1,254 @@
+"""The host stand-in for one guest process: stdio relayed, signals forwarded, exit status kept.
+
+This is the body of the per-process shim (and of `cocoon run` and `cocoon exec` in the
+foreground). Output is pulled with ReadStdout/ReadStderr until the guest reports end of stream;
+stdin is pushed with WriteStdin and closed with CloseStdin at end of file; every catchable
+signal the host process receives goes to the guest process; the result is the guest process's
+exit status in the shell's form (128 + n for a signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import resource
+import select
+import signal
+import stat
+import struct
+import termios
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import NoReturn
+
+from google.protobuf import empty_pb2
+
+from cocoon.errors import CocoonError, RPCError
+from cocoon.protocols.gen import agent_pb2
+from cocoon.sandbox.client import SandboxClient
+from cocoon.ttrpc.status import StatusCode
+
+logger = logging.getLogger("cocoon.sandbox.relay")
+
+READ_SIZE = 1 << 20
+DRAIN_AFTER_EXIT = 5.0  # seconds to keep reading output after the process exited
+# signals a stand-in must not forward: they are about the stand-in itself
+NOT_FORWARDED = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGURG,
+                 signal.SIGKILL, signal.SIGSTOP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP}
+NO_CALL_TIMEOUT = None
+
+
+@dataclass
+class Stdio:
+    stdin: int | None
+    stdout: int | None
+    stderr: int | None
+    terminal: bool = False
+    tty_fd: int | None = None  # host terminal whose size the guest follows
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        view = view[written:]
+
+
+def pollable(fd: int) -> bool:
+    """Whether the event loop can watch `fd` (pipes, sockets, ttys; not files or /dev/null)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return False
+    probe = select.epoll()
+    try:
+        probe.register(fd, select.EPOLLIN)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def terminal_size(fd: int) -> tuple[int, int] | None:
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return None
+    return (rows, cols) if rows and cols else None
+
+
+class ProcessRelay:
+    def __init__(self, client: SandboxClient, container_id: str, exec_id: str,
+                 stdio: Stdio) -> None:
+        self.client = client
+        self.cid = container_id
+        self.eid = exec_id
+        self.stdio = stdio
+        self._loop = asyncio.get_event_loop()
+        self._signals: list[int] = []
+
+    # --- output ----------------------------------------------------------------------------
+
+    async def _pump_out(self, method: str, fd: int | None) -> None:
+        request = agent_pb2.ReadStreamRequest(container_id=self.cid, exec_id=self.eid,
+                                              len=READ_SIZE)
+        while True:
+            try:
+                response = await self.client.agent(method, request, agent_pb2.ReadStreamResponse,
+                                                   timeout=NO_CALL_TIMEOUT)
+            except RPCError as err:
+                if err.code in (StatusCode.NOT_FOUND,):
+                    return
+                raise
+            if not response.data:
+                return
+            if fd is not None:
+                try:
+                    await asyncio.to_thread(_write_all, fd, response.data)
+                except OSError as err:
+                    if err.errno in (errno.EPIPE, errno.EBADF, errno.EIO):
+                        fd = None  # the reader went away: keep draining the guest side
+                    else:
+                        raise
+
+    # --- input -----------------------------------------------------------------------------
+
+    async def _pump_in(self, fd: int) -> None:
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        transport = None
+        if pollable(fd):
+            file = os.fdopen(os.dup(fd), "rb", buffering=0)
+            transport, _ = await self._loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), file)
+        try:
+            if transport is None:
+                data_source = self._blocking_reads(fd)
+            else:
+                data_source = self._stream_reads(reader)
+            async for data in data_source:
+                await self.client.agent("WriteStdin", agent_pb2.WriteStreamRequest(
+                    container_id=self.cid, exec_id=self.eid, data=data),
+                    agent_pb2.WriteStreamResponse, timeout=NO_CALL_TIMEOUT)
+            await self.client.agent("CloseStdin", agent_pb2.CloseStdinRequest(
+                container_id=self.cid, exec_id=self.eid), empty_pb2.Empty, timeout=30.0)
+        except RPCError as err:
+            if err.code not in (StatusCode.NOT_FOUND, StatusCode.FAILED_PRECONDITION):
+                raise
+        finally:
+            if transport is not None:
+                transport.close()
+
+    @staticmethod
+    async def _stream_reads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+        while data := await reader.read(65536):
+            yield data
+
+    async def _blocking_reads(self, fd: int) -> AsyncIterator[bytes]:
+        # regular files (a redirect from a file) cannot be watched by the event loop
+        while data := await asyncio.to_thread(os.read, fd, 65536):
+            yield data
+
+    # --- signals and terminal ----------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        for sig in signal.valid_signals():
+            if sig in NOT_FORWARDED or not 0 < sig < 65:
+                continue
+            try:
+                self._loop.add_signal_handler(sig, self._forward, sig)
+                self._signals.append(sig)
+            except (ValueError, RuntimeError, OSError):
+                continue
+        if self.stdio.terminal and self.stdio.tty_fd is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self._loop.add_signal_handler(signal.SIGWINCH, self._resize)
+                self._signals.append(signal.SIGWINCH)
+
+    def _forward(self, sig: int) -> None:
+        self._loop.create_task(self._send_signal(sig))
+
+    async def _send_signal(self, sig: int) -> None:
+        with contextlib.suppress(CocoonError):
+            await self.client.agent("SignalProcess", agent_pb2.SignalProcessRequest(
+                container_id=self.cid, exec_id=self.eid, signal=sig), empty_pb2.Empty,
+                timeout=10.0)
+
+    def _resize(self) -> None:
+        self._loop.create_task(self.resize())
+
+    async def resize(self) -> None:
+        if self.stdio.tty_fd is None:
+            return
+        size = terminal_size(self.stdio.tty_fd)
+        if size is None:
+            return
+        with contextlib.suppress(CocoonError):
+            await self.client.agent("TtyWinResize", agent_pb2.TtyWinResizeRequest(
+                container_id=self.cid, exec_id=self.eid, row=size[0], column=size[1]),
+                empty_pb2.Empty, timeout=10.0)
+
+    def _remove_signals(self) -> None:
+        for sig in self._signals:
+            self._loop.remove_signal_handler(sig)
+        self._signals.clear()
+
+    # --- the whole relay -----------------------------------------------------------------------
+
+    async def run(self, forward_signals: bool = True) -> int:
+        if forward_signals:
+            self._install_signals()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            outputs = [asyncio.create_task(self._pump_out("ReadStdout", self.stdio.stdout))]
+            if not self.stdio.terminal:
+                outputs.append(asyncio.create_task(self._pump_out("ReadStderr",
+                                                                  self.stdio.stderr)))
+            tasks.extend(outputs)
+            if self.stdio.stdin is not None:
+                tasks.append(asyncio.create_task(self._pump_in(self.stdio.stdin)))
+            if self.stdio.terminal:
+                await self.resize()
+            response = await self.client.agent("WaitProcess", agent_pb2.WaitProcessRequest(
+                container_id=self.cid, exec_id=self.eid), agent_pb2.WaitProcessResponse,
+                timeout=NO_CALL_TIMEOUT)
+            status = response.status
+            if not 0 <= status <= 255:
+                logger.warning("guest reported exit status %d; using 255", status)
+                status = 255
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_AFTER_EXIT):
+                    await asyncio.gather(*outputs, return_exceptions=True)
+            return status
+        finally:
+            self._remove_signals()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def exit_like(status: int) -> NoReturn:
+    """Leave the process with `status`, by the same signal when it is 128 + a signal."""
+    try:
+        sig = status - 128
+        if sig in {s.value for s in signal.Signals} and sig not in (
+                signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)  # SIGKILL's cannot be set, nor needs to be
+            with contextlib.suppress(OSError, ValueError):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+                # no core dump for a signal that would make one: the guest already did that
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            os.kill(os.getpid(), sig)
+    finally:
+        os._exit(status & 0xFF)

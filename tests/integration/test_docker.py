@@ -1,0 +1,131 @@
+"""Docker 20.10 driving Cocoon through containerd-shim-runc-v2 and runc's command line.
+
+The test starts its own dockerd (own data root, exec root and socket; no iptables, no bridge:
+this host cannot do either) with `--add-runtime cocoon=<cocoon>`, imports the busybox rootfs
+Cocoon builds as an image, and runs containers with `--runtime cocoon --network none`.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ptydriver import PtySession
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("dockerd") is None,
+                                                          reason="docker.io is not installed")]
+
+IMAGE = "localhost/cocoon-busybox:latest"
+
+
+class Docker:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.socket = base / "docker.sock"
+
+    def argv(self, *args: str) -> list[str]:
+        return ["docker", "-H", f"unix://{self.socket}", *args]
+
+    def __call__(self, *args: str, timeout: float = 180.0,
+                 input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.argv(*args), capture_output=True, timeout=timeout,
+                                input=input, check=False)
+        return subprocess.CompletedProcess(result.args, result.returncode,
+                                           result.stdout.decode(errors="replace"),
+                                           result.stderr.decode(errors="replace"))
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    from cocoon.guest import assets
+
+    base = tmp_path_factory.mktemp("docker")
+    cocoon = Path(sys.executable).parent / "cocoon"
+    log = open(base / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as dockerd
+    daemon = subprocess.Popen(
+        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
+         "-H", f"unix://{base / 'docker.sock'}", "--pidfile", str(base / "docker.pid"),
+         "--iptables=false", "--bridge=none", "--add-runtime", f"cocoon={cocoon}"],
+        stdout=log, stderr=log, start_new_session=True)
+    d = Docker(base)
+    try:
+        deadline = time.monotonic() + 60
+        while d("info").returncode != 0:
+            assert daemon.poll() is None, (base / "dockerd.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "dockerd did not come up"
+            time.sleep(0.5)
+        archive = base / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(assets.ensure_busybox_rootfs(), arcname=".")
+        imported = d("import", str(archive), IMAGE)
+        assert imported.returncode == 0, imported.stderr
+        yield d
+    finally:
+        ids = d("ps", "-aq").stdout.split()
+        if ids:
+            d("rm", "-f", *ids, timeout=300)
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        subprocess.run(["umount", "-R", "-l", str(base / "data")], capture_output=True,
+                       check=False)
+        subprocess.run(["umount", "-R", "-l", str(base / "exec")], capture_output=True,
+                       check=False)
+
+
+def test_run_rm_prints_and_returns_the_exit_code(docker: Docker) -> None:
+    result = docker("run", "--runtime", "cocoon", "--rm", "--network", "none", IMAGE,
+                    "sh", "-c", "echo hello from $(uname -r); exit 6")
+    assert result.returncode == 6, result.stderr
+    assert result.stdout.startswith("hello from ")
+    assert result.stdout.strip().removeprefix("hello from ") != platform.release()
+
+
+def test_detached_exec_logs_stop_rm(docker: Docker) -> None:
+    name = "cocoon-docker-detached"
+    run = docker("run", "--runtime", "cocoon", "-d", "--name", name, "--network", "none",
+                 IMAGE, "sh", "-c",
+                 "echo ready; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done")
+    assert run.returncode == 0, run.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while "ready" not in docker("logs", name).stdout:
+            assert time.monotonic() < deadline, "no output in docker logs"
+            time.sleep(0.5)
+        exec_ = docker("exec", name, "sh", "-c", "echo from exec; exit 4")
+        assert exec_.returncode == 4, exec_.stderr
+        assert exec_.stdout == "from exec\n"
+        stop = docker("stop", "--time", "20", name)
+        assert stop.returncode == 0, stop.stderr
+        assert docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+        assert "bye" in docker("logs", name).stdout
+    finally:
+        rm = docker("rm", "-f", name)
+    assert rm.returncode == 0, rm.stderr
+
+
+def test_interactive_tty(docker: Docker) -> None:
+    session = PtySession(docker.argv("run", "--runtime", "cocoon", "--rm", "-it",
+                                     "--network", "none", IMAGE, "sh"))
+    try:
+        session.expect("# ", timeout=120)
+        session.send("echo typed-$((6*7))\r")
+        out = session.expect("typed-42")
+        assert "echo typed-$((6*7))" in out
+        session.send("exit 3\r")
+        assert session.wait() == 3
+    finally:
+        session.close()

@@ -1,0 +1,140 @@
+"""podman 4.3 driving Cocoon through runc's command line (`--runtime .../cocoon`).
+
+Every container runs in its own VM; the image is the busybox image Cocoon builds itself, loaded
+into a private podman storage. podman here needs `--ulimit` (the sandbox caps rlimits) and
+cgroupfs (no systemd).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ptydriver import PtySession
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("podman") is None,
+                                                          reason="podman is not installed")]
+
+IMAGE = "localhost/cocoon-busybox:latest"
+ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+class Podman:
+    def __init__(self, base: Path, runtime: str) -> None:
+        self.base = base
+        self.runtime = runtime
+        self.global_args = [
+            "podman", "--root", str(base / "storage"), "--runroot", str(base / "run"),
+            "--runtime", runtime, "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+            "--tmpdir", str(base / "tmp")]
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.global_args, *args]
+
+    def __call__(self, *args: str, timeout: float = 180.0, check: bool = False,
+                 input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.argv(*args), capture_output=True, text=True,
+                                timeout=timeout, input=input, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}): "
+                                 f"{result.stderr}")
+        return result
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    from cocoon.guest import assets
+
+    base = tmp_path_factory.mktemp("podman")
+    (base / "tmp").mkdir()
+    p = Podman(base, str(Path(sys.executable).parent / "cocoon"))
+    archive = assets.write_busybox_oci_archive(base / "busybox.tar")
+    p("load", "-i", str(archive), check=True)
+    yield p
+    p("rm", "--all", "--force", timeout=300)
+    subprocess.run(["umount", "-R", "-l", str(base / "storage")], capture_output=True,
+                   check=False)
+
+
+def test_run_rm_prints_and_returns_the_exit_code(podman: Podman) -> None:
+    result = podman("run", "--rm", *ULIMITS, IMAGE, "sh", "-c",
+                    "echo hello from $(uname -r); exit 5")
+    assert result.returncode == 5, result.stderr
+    guest_kernel = result.stdout.strip().removeprefix("hello from ")
+    assert result.stdout.startswith("hello from ")
+    assert guest_kernel != platform.release()  # the container ran on the guest's kernel
+
+
+def test_detached_container_exec_logs_stop_rm(podman: Podman) -> None:
+    name = "cocoon-detached"
+    run = podman("run", "-d", "--name", name, *ULIMITS, IMAGE, "sh", "-c",
+                 "echo ready; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done")
+    assert run.returncode == 0, run.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while "ready" not in podman("logs", name).stdout:
+            assert time.monotonic() < deadline, "no output in podman logs"
+            time.sleep(0.5)
+        exec_ = podman("exec", name, "sh", "-c", "echo from exec; cat /proc/1/cmdline; exit 3")
+        assert exec_.returncode == 3, exec_.stderr
+        assert exec_.stdout.startswith("from exec\nsh")
+        assert podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip() \
+            == "running"
+        stop = podman("stop", "--time", "20", name)
+        assert stop.returncode == 0, stop.stderr
+        assert podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+        assert "bye" in podman("logs", name).stdout
+    finally:
+        rm = podman("rm", "--force", name)
+    assert rm.returncode == 0, rm.stderr
+
+
+def test_pause_unpause_and_top(podman: Podman) -> None:
+    name = "cocoon-pause"
+    assert podman("run", "-d", "--name", name, *ULIMITS, IMAGE, "sh", "-c",
+                  "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+                  ).returncode == 0
+    try:
+        top = podman("top", name)
+        assert top.returncode == 0, top.stderr
+        assert "PID" in top.stdout
+        assert podman("pause", name).returncode == 0
+        assert podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip() \
+            == "paused"
+        assert podman("unpause", name).returncode == 0
+        count1 = podman("exec", name, "cat", "/tmp/count").stdout
+        time.sleep(1.0)
+        count2 = podman("exec", name, "cat", "/tmp/count").stdout
+        assert int(count2) > int(count1)  # running again after unpause
+    finally:
+        podman("rm", "--force", name)
+
+
+def test_interactive_tty_echoes_what_is_typed(podman: Podman) -> None:
+    session = PtySession(podman.argv("run", "--rm", "-it", *ULIMITS, IMAGE, "sh"))
+    try:
+        session.expect("# ", timeout=120)
+        session.send("echo typed-$((6*7))\r")
+        session.expect("typed-42")
+        session.resize(33, 101)  # conmon relays the new size; the guest's tty follows
+        deadline = time.monotonic() + 30
+        while True:
+            session.send("stty size\r")
+            try:
+                session.expect("33 101", timeout=3)
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "the window size did not reach the guest"
+        session.send("tty && echo is-a-tty; exit 3\r")
+        out = session.expect("is-a-tty")
+        assert "echo typed-$((6*7))" in out  # the guest's terminal echoed the input
+        assert session.wait() == 3
+    finally:
+        session.close()

@@ -1,0 +1,127 @@
+"""Container state: the status rules for every status, and the on-disk store."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cocoon.errors import ConfigError, ContainerExistsError, ContainerNotFoundError
+from cocoon.oci.state import ContainerState, StateStore, Status, validate_id
+
+# every operation, and the statuses in which it is allowed (runc's rules)
+ALLOWED = {
+    "start": {Status.CREATED},
+    "kill": {Status.CREATED, Status.RUNNING, Status.PAUSED},
+    "delete": {Status.STOPPED, Status.CREATING},
+    "pause": {Status.RUNNING},
+    "resume": {Status.PAUSED},
+    "exec": {Status.CREATED, Status.RUNNING},
+    "update": {Status.CREATED, Status.RUNNING, Status.PAUSED},
+}
+
+
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("operation", sorted(ALLOWED))
+def test_every_transition_rule(status: Status, operation: str) -> None:
+    check = getattr(status, f"can_{operation}")
+    assert check() == (status in ALLOWED[operation])
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_forced_delete_is_allowed_in_every_status(status: Status) -> None:
+    assert status.can_delete(force=True)
+
+
+def _state(cid: str = "c1", **kw: object) -> ContainerState:
+    return ContainerState(id=cid, bundle="/b", rootfs="/b/rootfs", **kw)  # type: ignore[arg-type]
+
+
+def test_store_round_trip_and_oci_state(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    state = _state(created="2026-01-01T00:00:00Z", annotations={"a": "b"})
+    store.create(state)
+    loaded = store.load("c1")
+    assert loaded == state
+    oci = loaded.oci_state()
+    assert oci["id"] == "c1" and oci["bundle"] == "/b" and oci["annotations"] == {"a": "b"}
+    assert oci["status"] == "creating" and oci["ociVersion"].startswith("1.")
+    assert store.list() == ["c1"]
+
+
+def test_status_follows_the_host_process(tmp_path: Path) -> None:
+    state = _state(status=Status.RUNNING, pid=os.getpid())
+    assert state.current_status() is Status.RUNNING
+    assert state.oci_state()["pid"] == os.getpid()
+    dead = _state(status=Status.RUNNING, pid=2**22 + 12345)
+    assert dead.current_status() is Status.STOPPED
+    assert dead.oci_state()["pid"] == 0
+    reused = _state(status=Status.RUNNING, pid=os.getpid(), pid_start=1)
+    assert reused.current_status() is Status.STOPPED  # same pid, another process
+
+
+def test_ids_in_use_and_unknown_ids(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.create(_state())
+    with pytest.raises(ContainerExistsError, match="c1 already exists"):
+        store.create(_state())
+    with pytest.raises(ContainerNotFoundError, match="nope does not exist"):
+        store.load("nope")
+    with pytest.raises(ContainerNotFoundError), store.lock("nope"):
+        pass
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "-x", "a b", "x" * 2000])
+def test_invalid_ids_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid container id"):
+        validate_id(bad)
+
+
+def test_save_is_atomic(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    state = _state()
+    store.create(state)
+    stop = threading.Event()
+    seen_bad: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            text = (tmp_path / "c1" / "state.json").read_text()
+            try:
+                json.loads(text)
+            except ValueError:
+                seen_bad.append(text)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(300):
+            state.annotations = {"n": str(i) * (i % 50)}
+            store.save(state)
+    finally:
+        stop.set()
+        thread.join()
+    assert not seen_bad
+    assert not [p for p in (tmp_path / "c1").iterdir() if p.name.startswith(".state")]
+
+
+def test_lock_serialises_holders(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.create(_state())
+    order: list[str] = []
+
+    def second() -> None:
+        with store.lock("c1"):
+            order.append("second")
+
+    with store.lock("c1"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
