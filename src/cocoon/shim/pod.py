@@ -1,0 +1,126 @@
+"""One pod = one VM: the sandbox the shim daemon starts for its first container and shares.
+
+The VM is a sandbox monitor process (`cocoon.sandbox.launcher.start_sandbox`), the same one the
+OCI CLI uses; the shim reaches the agent through the monitor's socket. The VM starts with the
+pod's first container (the CRI sandbox container, or a standalone container) and stops when the
+last container of the pod is deleted. The containers of a pod share the namespaces the pod shares:
+CRI writes them as /proc/<sandbox pid>/ns/<type> paths, which mean nothing in the guest, so they
+are rewritten to `container:<sandbox id>`, which the agent joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from cocoon.errors import CocoonError, SandboxError
+from cocoon.oci.spec import LinuxNamespace, Spec
+from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec
+from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
+from cocoon.sandbox.layout import Layout, SandboxConfig
+from cocoon.sandbox.monitor import remove_vm_dir
+from cocoon.sandbox.share import Share
+from cocoon.shim.address import PodRef
+
+logger = logging.getLogger("cocoon.shim.pod")
+
+POD_SHARED_NAMESPACES = ("ipc", "uts", "pid")
+VM_MEMORY_MIB = int(os.environ.get("COCOON_VM_MEMORY_MIB", "256"))
+VM_OVERHEAD_MIB = 128
+
+
+def share_pod_namespaces(spec: Spec, ref: PodRef) -> Spec:
+    """For an app container: join the sandbox container's ipc/uts/pid where CRI shares them."""
+    if ref.sandbox or spec.linux is None:
+        return spec
+    namespaces = tuple(
+        LinuxNamespace(type=ns.type, path=f"{CONTAINER_NS_PREFIX}{ref.pod_id}")
+        if ns.type in POD_SHARED_NAMESPACES and ns.path else ns
+        for ns in spec.linux.namespaces)
+    return dataclasses.replace(spec, linux=dataclasses.replace(spec.linux, namespaces=namespaces))
+
+
+def vm_memory_mib(spec: Spec) -> int:
+    limit = None
+    if spec.linux and spec.linux.resources and spec.linux.resources.memory:
+        limit = spec.linux.resources.memory.limit
+    if limit and limit > 0:
+        return max(VM_MEMORY_MIB, limit // (1 << 20) + VM_OVERHEAD_MIB)
+    return VM_MEMORY_MIB
+
+
+def network_namespace(spec: Spec) -> str | None:
+    """The pod's network namespace path on the host (None: the host's, or none was made)."""
+    if spec.linux is None:
+        return None
+    namespace = spec.linux.namespace("network")
+    return namespace.path if namespace is not None and namespace.path else None
+
+
+class Pod:
+    def __init__(self, pod_id: str, vm_dir: Path, debug: bool = False) -> None:
+        self.id = pod_id
+        self.layout = Layout(vm_dir)
+        self.share = Share(self.layout.shared)
+        self.debug = debug
+        self.handle: SandboxHandle | None = None
+        self._client: SandboxClient | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> SandboxClient:
+        if self._client is None:
+            raise SandboxError(f"pod {self.id}: its VM is not running", pod=self.id)
+        return self._client
+
+    async def ensure_started(self, spec: Spec) -> bool:
+        """Boot the pod's VM unless it runs; True when this call booted it."""
+        async with self._lock:
+            if self._client is not None:
+                return False
+            if self.layout.root.exists():  # left by a shim that died under the same pod id
+                await stop_sandbox_async(self.layout, grace=0.5)
+                remove_vm_dir(self.layout.root)
+            config = SandboxConfig(
+                sandbox_id=self.id, vm_dir=str(self.layout.root), memory_mib=vm_memory_mib(spec),
+                hostname=spec.hostname or "", netns=network_namespace(spec), debug=self.debug)
+            logger.info("pod %s: starting its VM in %s", self.id, self.layout.root)
+            self.handle = await asyncio.to_thread(start_sandbox, config)
+            try:
+                self._client = await self.handle.connect(timeout=10.0)
+            except BaseException:
+                await stop_sandbox_async(self.layout, grace=0.5)
+                self.handle = None
+                raise
+            logger.info("pod %s: VM ready (boot id %s)", self.id,
+                        self.handle.info.get("boot_id", "?"))
+            return True
+
+    def guest_spec(self, container_id: str, spec: Spec, rootfs: Path, ref: PodRef) -> Spec:
+        """Expose the container's rootfs and volumes in the share; the spec the guest gets.
+
+        Binds made now reach virtiofsd (started with the VM) because the share is a shared
+        mount whose propagation virtiofsd's mount namespace receives.
+        """
+        return guest_spec(share_pod_namespaces(spec, ref), rootfs, self.share, container_id)
+
+    async def stop(self) -> None:
+        """Stop the VM and remove its directory; safe to call when it is not running."""
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is not None:
+                with contextlib.suppress(CocoonError, OSError):
+                    await client.close()
+            if self.handle is not None or self.layout.root.exists():
+                logger.info("pod %s: stopping its VM", self.id)
+                await stop_sandbox_async(self.layout, grace=1.0)
+            self.handle = None
