@@ -11,6 +11,9 @@ scenario made and did not remove. Other engineers' VMs run on the same host at t
   created during the test in a shared root such as /run/cocoon-vm).
 
 Processes that existed when the check began (a module-scoped fixture's VM) are not counted.
+Network leftovers (a tc redirect of Cocoon's priority with no Cocoon tap beside it:
+`cocoon.network.audit`) count in the host's namespace and in named namespaces made during the
+test; they are reported, never cleaned (a namespace may be someone else's).
 What is found is cleaned up (processes killed by pid, mounts detached, directories removed) so
 one leaking test does not fail the next, and then reported as the test's failure. Only processes
 the test provably started (descendants, or tied to a private root) are killed; those tied to a
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cocoon.agent import syscalls as sc
+from cocoon.network import audit
 
 # how long a scenario's processes may take to finish exiting after it returns
 DEFAULT_SETTLE = 15.0
@@ -146,14 +150,16 @@ class LeakReport:
     processes: list[ProcInfo] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    network: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.processes or self.mounts or self.paths)
+        return bool(self.processes or self.mounts or self.paths or self.network)
 
     def __str__(self) -> str:
         lines = [p.describe() for p in self.processes]
         lines += [f"mount {m}" for m in self.mounts]
         lines += [f"path {p}" for p in self.paths]
+        lines += [f"network {n}" for n in self.network]
         return "; ".join(lines) or "nothing"
 
 
@@ -173,12 +179,16 @@ class LeakCheck:
         self.state_roots = [Path(p) for p in state_roots]
         self._baseline_procs: set[tuple[int, int]] = set()
         self._baseline_entries: set[Path] = set()
+        self._baseline_network: set[str] = set()
+        self._baseline_netns: set[str] = set()
         self.baseline()
 
     def baseline(self) -> None:
         self._baseline_procs = {p.key for p in processes()}
         self._baseline_entries = {entry for root in self.shared if root.is_dir()
                                   for entry in root.iterdir()}
+        self._baseline_netns = set(audit.named_namespaces())
+        self._baseline_network = self._network()
 
     def watch_state_root(self, path: Path) -> None:
         self.state_roots.append(Path(path))
@@ -206,6 +216,10 @@ class LeakCheck:
                     killable.add(proc.pid)
         return owned, killable
 
+    def _network(self) -> set[str]:
+        fresh = [n for n in audit.named_namespaces() if n not in self._baseline_netns]
+        return audit.scan([audit.HOST_NETNS, *fresh])
+
     def _is_fork(self, proc: ProcInfo) -> bool:
         """A forked copy of the test process: what the runtime's shims are."""
         try:
@@ -227,6 +241,7 @@ class LeakCheck:
         for root in self.state_roots:
             if root.is_dir():
                 report.paths.extend(sorted(p for p in root.rglob("*") if p.is_dir()))
+        report.network = sorted(self._network() - self._baseline_network)
         return report
 
     def check(self, settle: float = DEFAULT_SETTLE) -> LeakReport:

@@ -85,8 +85,10 @@ def load_modules(listing: Path = MODULE_LIST) -> list[str]:
             logger.warning("module %s: %s", path, err.strerror)
             failed.append(path)
             continue
+        started = uptime()
         try:
             syscalls.finit_module(fd, path=path)
+            logger.debug("module %s loaded in %.3f s", path, uptime() - started)
         except OSError as err:
             if err.errno != errno.EEXIST:
                 logger.warning("module %s: %s", path, err.strerror)
