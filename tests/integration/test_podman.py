@@ -99,7 +99,8 @@ def test_detached_container_exec_logs_stop_rm(podman: Podman) -> None:
 def test_pause_unpause_and_top(podman: Podman) -> None:
     name = "cocoon-pause"
     assert podman("run", "-d", "--name", name, *ULIMITS, IMAGE, "sh", "-c",
-                  "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+                  "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; mv /tmp/c /tmp/count; "
+                  "sleep 0.1; done"
                   ).returncode == 0
     try:
         top = podman("top", name)

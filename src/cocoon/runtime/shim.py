@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import termios
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from cocoon.sandbox.relay import ProcessRelay, Stdio, exit_like
 
 logger = logging.getLogger("cocoon.runtime.shim")
 
-LOST_STATUS = 137  # the VM is gone: the process is as dead as a SIGKILL makes it
+LOST_STATUS = 137
+SLEEP = "/bin/sleep"  # the VM is gone: the process is as dead as a SIGKILL makes it
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,33 @@ def _enter_netns(netns: str | None) -> None:
         sc.setns(fd, sc.CLONE_NEWNET)
     finally:
         os.close(fd)
+
+
+PLACEHOLDER_TITLE = "[the container runs in its VM: podman top CTR -o pid,args lists it]"
+
+
+def _hide_host_processes() -> None:
+    """Give the shim a /proc that shows one placeholder instead of every host process.
+
+    Engines inspect a container through the host pid they were given: podman top joins that
+    pid's mount namespace and reads /proc. The shim stands in for a guest process, so it gets
+    its own mount namespace whose /proc belongs to a fresh pid namespace holding one sleeping
+    placeholder (dying with the shim) whose command line says where the processes are.
+    """
+    sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWPID)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+            os.closerange(3, 65536)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.execv(SLEEP, [PLACEHOLDER_TITLE, "infinity"])
+        finally:
+            os._exit(0)
 
 
 def _take_console(slave: int) -> None:
@@ -86,6 +115,10 @@ def _child(spec: ShimSpec) -> int:
         _take_console(spec.console)
     os.closerange(3, 65536)
     log.setup("INFO", path=str(spec.log_path) if spec.log_path else os.devnull)
+    try:
+        _hide_host_processes()
+    except OSError as err:
+        logger.warning("shim %s: cannot hide host processes: %s", spec.container_id, err)
     _enter_netns(spec.netns)
     terminal = spec.console is not None
     stdio = Stdio(stdin=0, stdout=1, stderr=None if terminal else 2, terminal=terminal,

@@ -51,15 +51,26 @@ class Stdio:
     tty_fd: int | None = None  # host terminal whose size the guest follows
 
 
-def _write_all(fd: int, data: bytes) -> None:
+async def write_all(fd: int, data: bytes) -> None:
+    """Write everything without threads (a shim that left its pid namespace cannot start one)
+    and without blocking the loop: a full pipe or terminal is waited for with the selector."""
+    loop = asyncio.get_running_loop()
     view = memoryview(data)
     while view:
         try:
-            written = os.write(fd, view)
+            view = view[os.write(fd, view):]
         except BlockingIOError:
-            select.select([], [fd], [])
-            continue
-        view = view[written:]
+            ready: asyncio.Future[None] = loop.create_future()
+
+            def wake(fut: asyncio.Future[None] = ready) -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_writer(fd, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
 
 
 def pollable(fd: int) -> bool:
@@ -115,7 +126,7 @@ class ProcessRelay:
                 return
             if fd is not None:
                 try:
-                    await asyncio.to_thread(_write_all, fd, response.data)
+                    await write_all(fd, response.data)
                 except OSError as err:
                     if err.errno in (errno.EPIPE, errno.EBADF, errno.EIO):
                         fd = None  # the reader went away: keep draining the guest side
@@ -155,9 +166,10 @@ class ProcessRelay:
             yield data
 
     async def _blocking_reads(self, fd: int) -> AsyncIterator[bytes]:
-        # regular files (a redirect from a file) cannot be watched by the event loop
-        while data := await asyncio.to_thread(os.read, fd, 65536):
+        # regular files and /dev/null cannot be watched by the event loop, and never block
+        while data := os.read(fd, 65536):
             yield data
+            await asyncio.sleep(0)
 
     # --- signals and terminal ----------------------------------------------------------------
 
@@ -206,6 +218,20 @@ class ProcessRelay:
     # --- the whole relay -----------------------------------------------------------------------
 
     async def run(self, forward_signals: bool = True) -> int:
+        # non-blocking output for the selector; the mode belongs to a file description the
+        # caller shares (a shell's terminal), so it is restored at the end
+        restore = [fd for fd in {self.stdio.stdout, self.stdio.stderr}
+                   if fd is not None and pollable(fd) and os.get_blocking(fd)]
+        for fd in restore:
+            os.set_blocking(fd, False)
+        try:
+            return await self._run(forward_signals)
+        finally:
+            for fd in restore:
+                with contextlib.suppress(OSError):
+                    os.set_blocking(fd, True)
+
+    async def _run(self, forward_signals: bool) -> int:
         if forward_signals:
             self._install_signals()
         tasks: list[asyncio.Task[None]] = []
