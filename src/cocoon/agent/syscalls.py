@@ -8,10 +8,10 @@ ctypes; everything above it speaks in Python values.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# by soname: ctypes.util.find_library spawns helper processes (~0.1 s in a TCG guest)
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # clone / unshare / setns flags
 CLONE_NEWNS = 0x00020000
