@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -56,9 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     ctx = Context.from_args(args)
+    _terminate_by_exception()
     try:
         rc: int = args.func(args, ctx)
         return rc
+    except Terminated as err:
+        # a signal arrived while the verb worked: what it had set up was undone on the way out
+        print(f"cocoon: interrupted by {signal.Signals(err.signal).name}", file=sys.stderr)
+        return 128 + err.signal
     except CocoonError as err:
         # runc's behaviour: the error goes to the --log file (JSON when asked) and one line to
         # stderr, which the engine shows its user.
@@ -68,6 +74,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM, SIGINT or SIGHUP arrives."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signum
+
+
+def _terminate_by_exception() -> None:
+    """Turn termination signals into an exception so `finally` and ExitStack cleanups run.
+
+    Without this, a `cocoon create` killed while the VM boots would leave QEMU and the monitor
+    running. Verbs that relay a process (run, exec) install their own forwarding handlers.
+    """
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def entry() -> None:

@@ -161,7 +161,7 @@ class Runtime:
         assert spec.process is not None
         layout = self.layout(state)
         if layout.root.exists():
-            remove_vm_dir(layout.root)  # left by a crash under the same id
+            _stop_quietly(layout)  # left by a crash under the same id: stop what runs there
         layout.root.mkdir(parents=True, mode=0o700)
         undo.callback(remove_vm_dir, layout.root)
         share = Share(layout.shared)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cocoon.errors import CocoonError, SandboxError
@@ -92,20 +93,68 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
 
 
 def start_sandbox(config: SandboxConfig, timeout: float | None = None) -> SandboxHandle:
-    """Boot a sandbox and wait until its agent answers (blocking)."""
+    """Boot a sandbox and wait until its agent answers (blocking).
+
+    However the wait ends short of a ready sandbox (a failure, the timeout, or the caller being
+    interrupted by a signal), nothing of the sandbox is left running or mounted.
+    """
     wait = timeout if timeout is not None else config.boot_timeout + 30.0
     pid, read_fd = spawn_monitor(config)
-    message = _read_ready(read_fd, wait)
+    try:
+        message = _read_ready(read_fd, wait)
+    except BaseException:
+        sweep(config.layout.root, monitor=pid)
+        raise
     if message is None:
-        kill_monitor(pid)
-        remove_vm_dir(config.layout.root)
+        sweep(config.layout.root, monitor=pid)
         raise SandboxError(f"sandbox {config.sandbox_id}: not ready after {wait:.0f} s")
     if not message.get("ok"):
         _reap_quietly(pid)
-        remove_vm_dir(config.layout.root)
+        sweep(config.layout.root)
         raise SandboxError(str(message.get("error") or "the sandbox failed to start"),
                            sandbox=config.sandbox_id)
     return SandboxHandle(config, pid, message)
+
+
+def sandbox_processes(vm_dir: Path) -> list[int]:
+    """Processes whose command line names the sandbox directory: its monitor, QEMU, virtiofsd.
+
+    The directory is the one thing they all carry, so this finds them even when the monitor's
+    pid file went with a directory someone removed.
+    """
+    root = str(vm_dir).rstrip("/").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(arg == root or arg.startswith(root + b"/") or (b"=" + root + b"/") in arg
+               for arg in args):
+            found.append(int(entry))
+    return found
+
+
+def sweep(vm_dir: Path, monitor: int | None = None, timeout: float = 5.0) -> None:
+    """Kill whatever still runs for a sandbox, then unmount and remove its directory."""
+    if monitor is not None:
+        kill_monitor(monitor)
+    pids = sandbox_processes(vm_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if pids:
+            time.sleep(0.01)
+    remove_vm_dir(vm_dir)
 
 
 def kill_monitor(pid: int) -> None:
@@ -171,7 +220,7 @@ async def stop_sandbox_async(layout: Layout, grace: float = 3.0) -> None:
             kill_monitor(pid)
         else:
             _reap_quietly(pid, timeout=0.1)
-    remove_vm_dir(layout.root)
+    sweep(layout.root)
 
 
 def stop_sandbox(layout: Layout, grace: float = 3.0) -> None:
