@@ -4,9 +4,11 @@ The agent is single-threaded and forks directly; the child runs only the code in
 then either execs the container's program or reports an error on the sync pipe and exits. The
 sequence for a container's init process (runc's, adapted to a guest we own):
 
-    agent --fork--> setup (joins the cgroup, unshares namespaces) --fork--> init (PID 1 of the
-    new pid namespace): hostname, rootfs, pivot_root; reports "ready"; waits on the start pipe;
-    then rlimits, user, capabilities, no_new_privs, seccomp, exec.
+    agent --fork--> setup (joins the cgroup, joins other containers' namespaces, unshares
+    the rest) --fork--> init (PID 1 of the new or joined pid namespace; without one the setup
+    process goes on itself): hostname, rootfs, pivot_root; with a terminal, opens a pty in
+    the container's devpts and sends the master on the console socket; reports "ready";
+    waits on the start pipe; then rlimits, user, capabilities, no_new_privs, seccomp, exec.
 
 An exec'd process joins the init's namespaces with setns instead of unsharing them. The sync
 pipe (close-on-exec) carries one JSON object per line: {"pid": N} from the setup process (the

@@ -94,6 +94,44 @@ def _mount_storage(storage: agent_pb2.Storage, state: AgentState) -> None:
     state.mounted.append(target)
 
 
+def guest_mounts_under(path: str, mountinfo: str) -> list[str]:
+    """Mount points at or below `path` in a mountinfo text, deepest first."""
+    prefix = path.rstrip("/")
+    found = set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            target = fields[4].encode().decode("unicode_escape")
+            if target == prefix or target.startswith(prefix + "/"):
+                found.add(target)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def _forget_share_mounts(directory: str, state: AgentState) -> None:
+    """Detach the virtio-fs submounts a removed container's files appeared on.
+
+    The host unmounts its binds under the share and removes the container's directory when a
+    container goes; the guest keeps its automounted submounts of them and, for the entry
+    timeout, its cached lookups, now stale: a later container of the same id in this sandbox
+    would find the old, deleted rootfs. Detaching the submounts and dropping the unused
+    dentries makes the next lookup ask virtiofsd again.
+    """
+    if not any(directory.startswith(m.rstrip("/") + "/") for m in state.mounted):
+        return
+    with open("/proc/self/mountinfo") as f:
+        targets = guest_mounts_under(directory, f.read())
+    for target in targets:
+        try:
+            sc.umount2(target, sc.MNT_DETACH)
+        except OSError as err:
+            logger.warning("cannot detach %s: %s", target, err)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+    except OSError as err:
+        logger.warning("cannot drop the dentry cache: %s", err)
+
+
 def _process(container: Container, exec_id: str) -> Process:
     return container.process(exec_id)
 
@@ -213,6 +251,7 @@ class AgentService:
         await container.destroy(timeout=float(request.timeout or 10))
         self.state.containers.pop(request.container_id, None)
         self.state.oom_seen.pop(request.container_id, None)
+        _forget_share_mounts(os.path.dirname(container.config.init.rootfs.rootfs), self.state)
         return EMPTY
 
     async def ExecProcess(self, request: agent_pb2.ExecProcessRequest,

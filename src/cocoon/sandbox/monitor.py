@@ -27,7 +27,7 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 
-from cocoon import log
+from cocoon import log, network
 from cocoon.errors import CocoonError, RPCError, SandboxError
 from cocoon.guest import assets
 from cocoon.hypervisor import accel as accel_mod
@@ -55,6 +55,7 @@ class Monitor:
         self.vm: QemuVM | None = None
         self.virtiofsd: Virtiofsd | None = None
         self.share: Share | None = None
+        self.network: network.NetworkAttachment | None = None
         self.proxy = AgentProxy(self.id, local=self._local)
         self.server: asyncio.AbstractServer | None = None
         self.client: SandboxClient | None = None
@@ -93,6 +94,8 @@ class Monitor:
             await self.virtiofsd.start()
             shares = (VirtioFsShare(VIRTIOFS_TAG, layout.virtiofs_socket),)
             backend = MemoryBackend("memfd", share=True)
+        # the container's network namespace: taps and tc redirects before QEMU gets the taps
+        self.network = await asyncio.to_thread(network.attach, self.config.netns)
         args = list(self.config.kernel_args)
         if self.config.debug:
             args.append("COCOON_AGENT_LOG=DEBUG")
@@ -103,10 +106,13 @@ class Monitor:
             memory_mib=self.config.memory_mib, vcpus=self.config.vcpus,
             accel=decision.accel, cpu_model=decision.cpu_model,
             machine=self.config.machine,  # type: ignore[arg-type]
-            agent_socket=layout.agent_socket, memory_backend=backend, shares=shares)
+            agent_socket=layout.agent_socket, memory_backend=backend, shares=shares,
+            nics=self.network.nics if self.network else ())
         self.t0 = time.monotonic()
         self.vm = QemuVM(vm_config)
         await self.vm.start()
+        if self.network is not None:
+            self.network.close_fds()  # QEMU holds the taps now: they die with it
         self.mark("qemu started", self.t0)
         self._tasks.append(asyncio.create_task(self._watch_qemu(), name="watch-qemu"))
         self._tasks.append(asyncio.create_task(self._agent_loop(), name="agent-channel"))
@@ -123,6 +129,9 @@ class Monitor:
             hostname=self.config.hostname, storages=storages, sandbox_id=self.id),
             empty_pb2.Empty)
         self.mark("sandbox created")
+        if self.network is not None:
+            await self.network.configure_guest(self.client)
+            self.mark("network configured")
         self.state = "running"
 
     def _boot_files(self) -> tuple[Path, Path]:
@@ -262,6 +271,9 @@ class Monitor:
             if vm is not None:
                 with contextlib.suppress(CocoonError, OSError):
                     await vm.stop(grace=0)
+            if self.network is not None:
+                with contextlib.suppress(CocoonError):
+                    await asyncio.to_thread(self.network.detach)
             await self.proxy.fail_pending(self.stop_reason or "the sandbox stopped")
             if self.virtiofsd is not None:
                 await self.virtiofsd.stop()

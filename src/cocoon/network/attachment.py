@@ -1,0 +1,118 @@
+"""Carrying a container's network namespace into its VM, and taking it back out.
+
+`attach(netns)` reads the namespace, plans what to carry (refusing what cannot be), and inside
+the namespace opens a tap per veth and redirects veth<->tap with tc. The taps' fds go to QEMU
+as virtio-net devices with the veths' MACs and MTUs; after the agent is up, `configure_guest`
+gives the guest the addresses, routes and neighbours. `detach()` removes the redirects and
+closes what is still open; the taps die with their last fd, so the namespace is left holding
+exactly what the engine put there. Blocking calls: the monitor runs them with
+`asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from cocoon.errors import NetworkError
+from cocoon.hypervisor.config import NetInterface
+from cocoon.network import guest, inspect, tc
+from cocoon.network.netns import run_in_netns, same_namespace
+from cocoon.network.plan import NetworkPlan, plan
+from cocoon.network.tap import open_tap
+
+logger = logging.getLogger("cocoon.network.attach")
+
+@dataclass
+class _Redirect:
+    index: int
+    name: str
+    drop_qdisc: bool
+
+
+@dataclass
+class NetworkAttachment:
+    """The taps and redirects of one sandbox in one namespace."""
+
+    netns: str
+    plan: NetworkPlan
+    tap_fds: list[int] = field(default_factory=list)
+    redirects: list[_Redirect] = field(default_factory=list)
+
+    @property
+    def nics(self) -> tuple[NetInterface, ...]:
+        """The virtio-net devices for QEMU: one per tap, with the veth's MAC and MTU."""
+        return tuple(NetInterface(mac=e.link.mac.lower(), tap_fd=fd, mtu=e.link.mtu or None)
+                     for e, fd in zip(self.plan.endpoints, self.tap_fds, strict=True))
+
+    def close_fds(self) -> None:
+        """Drop this process's tap fds (QEMU holds its own copies once it has started)."""
+        for fd in self.tap_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.tap_fds = [-1 for _ in self.tap_fds]
+
+    async def configure_guest(self, client: guest.AgentCaller) -> None:
+        await guest.configure(client, self.plan)
+
+    def detach(self) -> None:
+        """Remove the redirects and close the taps; safe to call twice and after a crash."""
+        redirects, self.redirects = self.redirects, []
+        self.close_fds()
+        if not redirects:
+            return
+
+        def work() -> None:
+            with IPRoute() as ipr:
+                for redirect in redirects:
+                    tc.remove_redirect(ipr, redirect.index, redirect.drop_qdisc)
+
+        try:
+            run_in_netns(self.netns, work)
+        except NetworkError as err:
+            if not os.path.exists(self.netns):
+                logger.info("network namespace %s is gone: nothing to detach", self.netns)
+                return
+            logger.warning("detaching from %s: %s", self.netns, err)
+            raise
+        logger.info("detached from %s", self.netns)
+
+
+def _setup(attachment: NetworkAttachment) -> None:
+    """Inside the namespace: a tap per endpoint, redirected both ways."""
+    with IPRoute() as ipr:
+        for endpoint in attachment.plan.endpoints:
+            link = endpoint.link
+            fd = open_tap(endpoint.tap)
+            attachment.tap_fds.append(fd)
+            tap_index = ipr.link_lookup(ifname=endpoint.tap)[0]
+            ipr.link("set", index=tap_index, mtu=link.mtu, state="up")
+            added = tc.redirect(ipr, link.index, tap_index, link.name)
+            attachment.redirects.append(_Redirect(link.index, link.name, added))
+            tc.redirect(ipr, tap_index, link.index, endpoint.tap)
+            logger.info("%s: %s (%s, mtu %d) <-> %s", attachment.netns, link.name, link.mac,
+                        link.mtu, endpoint.tap)
+
+
+def attach(netns: str) -> NetworkAttachment | None:
+    """Carry the namespace at path `netns` into a VM about to start; None when it holds
+    loopback only."""
+    if os.path.exists(netns) and same_namespace(netns):
+        raise NetworkError(f"network namespace {netns} is the host's own: Cocoon carries only "
+                           "a container's namespace into a VM", netns=netns)
+    wanted = plan(inspect.snapshot(netns), netns)
+    if wanted.empty:
+        logger.info("%s holds loopback only: the guest gets loopback only", netns)
+        return None
+    attachment = NetworkAttachment(netns=netns, plan=wanted)
+    try:
+        run_in_netns(netns, lambda: _setup(attachment))
+    except BaseException:
+        with contextlib.suppress(NetworkError):
+            attachment.detach()
+        raise
+    return attachment

@@ -1,0 +1,81 @@
+"""The agent's ends of a container's stdio: bounded output buffers and a stdin that waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+from cocoon.agent.stdio import InputStream, OutputStream
+
+PAYLOAD = bytes(range(256)) * 400  # 100 kB: far more than the buffer under test holds
+
+
+async def _bounded() -> tuple[int, bool, bytes]:
+    read_fd, write_fd = os.pipe()
+    stream = OutputStream(read_fd, limit=1000)
+
+    def write_all() -> None:
+        os.write(write_fd, PAYLOAD)  # blocks while the pipe is full
+        os.close(write_fd)
+
+    writer = threading.Thread(target=write_all)
+    writer.start()
+    await asyncio.sleep(0.3)  # the agent reads until its buffer is full, then stops
+    held, blocked = len(stream._buffer), writer.is_alive()
+    received = bytearray()
+    while chunk := await stream.read(300):
+        received += chunk
+    await asyncio.to_thread(writer.join, 10)
+    return held, blocked, bytes(received)
+
+
+def test_output_is_held_to_the_limit_and_arrives_in_order() -> None:
+    held, blocked, received = asyncio.run(_bounded())
+    assert 0 < held <= 1000
+    assert blocked  # the full pipe pushed back on the writer (the container)
+    assert received == PAYLOAD
+
+
+async def _eof_at_once() -> bytes:
+    read_fd, write_fd = os.pipe()
+    stream = OutputStream(read_fd)
+    os.write(write_fd, b"last words")
+    os.close(write_fd)
+    first = await stream.read(100)
+    assert await stream.read(100) == b""
+    await stream.drained(1.0)
+    return first
+
+
+def test_end_of_stream_is_an_empty_read() -> None:
+    assert asyncio.run(_eof_at_once()) == b"last words"
+
+
+async def _stdin_roundtrip() -> tuple[int, bytes]:
+    read_fd, write_fd = os.pipe()
+    stream = InputStream(write_fd)
+    data = os.urandom(1 << 20)  # more than a pipe holds: the write must wait for room
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_fd, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    written = await stream.write(data)
+    stream.close()
+    await asyncio.to_thread(reader.join, 10)
+    os.close(read_fd)
+    assert bytes(received) == data
+    with pytest.raises(BrokenPipeError):
+        await stream.write(b"more")
+    return written, bytes(received[:4])
+
+
+def test_stdin_writes_everything_then_closes() -> None:
+    written, _ = asyncio.run(_stdin_roundtrip())
+    assert written == 1 << 20
