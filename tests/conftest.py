@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cocoon.cli.context import DEFAULT_ROOT
 from cocoon.sandbox.layout import DEFAULT_VM_ROOT
 from tests.framework.leaks import LeakCheck
 from tests.framework.sandbox import Sandboxes
@@ -78,9 +79,10 @@ def leak_check(request: pytest.FixtureRequest) -> Iterator[LeakCheck | None]:
         yield None
         return
     root: Path = request.getfixturevalue("vm_root")
-    # engines (podman, containerd) do not pass our environment on: their sandboxes land in the
-    # default root, where only what appears during the test is this test's
-    shared = [DEFAULT_VM_ROOT] if node.get_closest_marker("integration") else []
+    # engines (podman, containerd) do not pass our environment on: their sandboxes (and, for
+    # podman and Docker, the runtime's state) land in the default roots, where only what
+    # appears during the test is this test's
+    shared = [DEFAULT_VM_ROOT, DEFAULT_ROOT] if node.get_closest_marker("integration") else []
     check = LeakCheck(private=[root], shared=shared)
     yield check
     report = check.check()
