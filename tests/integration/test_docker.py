@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cocoon.sandbox.share import detach_all
 from tests.integration.ptydriver import PtySession
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("dockerd") is None,
@@ -80,10 +81,7 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
             daemon.kill()
             daemon.wait()
         log.close()
-        subprocess.run(["umount", "-R", "-l", str(base / "data")], capture_output=True,
-                       check=False)
-        subprocess.run(["umount", "-R", "-l", str(base / "exec")], capture_output=True,
-                       check=False)
+        detach_all(base)  # dockerd's overlay store and netns mounts
 
 
 def test_run_rm_prints_and_returns_the_exit_code(docker: Docker) -> None:

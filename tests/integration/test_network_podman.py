@@ -12,7 +12,6 @@ import contextlib
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cocoon.network import audit
+from cocoon.sandbox.share import detach_all
 from tests.integration.test_podman import IMAGE, ULIMITS, Podman
 
 pytestmark = [pytest.mark.integration,
@@ -40,8 +40,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     p("load", "-i", str(assets.write_busybox_oci_archive(base / "busybox.tar")), check=True)
     yield p
     p("rm", "--all", "--force", "--time", "0", timeout=300)
-    subprocess.run(["umount", "-R", "-l", str(base / "storage")], capture_output=True,
-                   check=False)
+    detach_all(base)  # podman keeps its overlay store mounted
 
 
 @pytest.fixture

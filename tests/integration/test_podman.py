@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cocoon.sandbox.share import detach_all
 from tests.integration.ptydriver import PtySession
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("podman") is None,
@@ -59,8 +60,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     p("load", "-i", str(archive), check=True)
     yield p
     p("rm", "--all", "--force", timeout=300)
-    subprocess.run(["umount", "-R", "-l", str(base / "storage")], capture_output=True,
-                   check=False)
+    detach_all(base)  # podman keeps its overlay store mounted
 
 
 def test_run_rm_prints_and_returns_the_exit_code(podman: Podman) -> None:
