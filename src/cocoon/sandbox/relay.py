@@ -35,6 +35,8 @@ from cocoon.ttrpc.status import StatusCode
 logger = logging.getLogger("cocoon.sandbox.relay")
 
 READ_SIZE = 1 << 20
+STDIN_CHUNK = 256 << 10
+STDIN_IN_FLIGHT = 4
 DRAIN_AFTER_EXIT = 5.0  # seconds to keep reading output after the process exited
 # signals a stand-in must not forward: they are about the stand-in itself
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGURG,
@@ -147,10 +149,7 @@ class ProcessRelay:
                 data_source = self._blocking_reads(fd)
             else:
                 data_source = self._stream_reads(reader)
-            async for data in data_source:
-                await self.client.agent("WriteStdin", agent_pb2.WriteStreamRequest(
-                    container_id=self.cid, exec_id=self.eid, data=data),
-                    agent_pb2.WriteStreamResponse, timeout=NO_CALL_TIMEOUT)
+            await self._write_pipelined(data_source)
             await self.client.agent("CloseStdin", agent_pb2.CloseStdinRequest(
                 container_id=self.cid, exec_id=self.eid), empty_pb2.Empty, timeout=30.0)
         except RPCError as err:
@@ -160,14 +159,45 @@ class ProcessRelay:
             if transport is not None:
                 transport.close()
 
+    async def _write_pipelined(self, chunks: AsyncIterator[bytes]) -> None:
+        """WriteStdin with up to STDIN_IN_FLIGHT calls outstanding, in order.
+
+        Requests leave in the order the chunks were read, and the agent applies a process's
+        writes in arrival order (its stdin lock is FIFO), so the bytes keep their order while
+        the host->guest channel and the guest's work overlap.
+        """
+        window = asyncio.Semaphore(STDIN_IN_FLIGHT)
+        sent: list[asyncio.Task[agent_pb2.WriteStreamResponse]] = []
+
+        async def write(data: bytes) -> agent_pb2.WriteStreamResponse:
+            try:
+                return await self.client.agent("WriteStdin", agent_pb2.WriteStreamRequest(
+                    container_id=self.cid, exec_id=self.eid, data=data),
+                    agent_pb2.WriteStreamResponse, timeout=NO_CALL_TIMEOUT)
+            finally:
+                window.release()
+
+        try:
+            async for data in chunks:
+                await window.acquire()
+                for task in sent:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                sent = [t for t in sent if not t.done()]
+                sent.append(asyncio.create_task(write(data)))
+            await asyncio.gather(*sent)
+        finally:
+            for task in sent:
+                task.cancel()
+
     @staticmethod
     async def _stream_reads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-        while data := await reader.read(65536):
+        while data := await reader.read(STDIN_CHUNK):
             yield data
 
     async def _blocking_reads(self, fd: int) -> AsyncIterator[bytes]:
         # regular files and /dev/null cannot be watched by the event loop, and never block
-        while data := os.read(fd, 65536):
+        while data := os.read(fd, STDIN_CHUNK):
             yield data
             await asyncio.sleep(0)
 
