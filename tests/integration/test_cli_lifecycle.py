@@ -12,40 +12,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.framework.cli import COCOON
+from tests.framework.cli import Cli as FrameworkCli
+
 pytestmark = pytest.mark.integration
 
-COCOON = str(Path(sys.executable).parent / "cocoon")
 
 
-class Cli:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-        # files, not pipes: a container's shim keeps the caller's stdio for the container, so a
-        # pipe would not reach end of file when `create` returns (as under runc)
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run([COCOON, "--root", str(self.root), *args], stdout=out,
-                                  stderr=err, stdin=subprocess.DEVNULL, timeout=timeout,
-                                  check=False)
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(),
-                                               err.read())
-
-    def ok(self, *args: str) -> str:
-        result = self(*args)
-        assert result.returncode == 0, f"cocoon {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
+class Cli(FrameworkCli):
     def refused(self, *args: str, match: str) -> None:
         before = self.status(args[-1]) if args[-1] != "true" else None
         result = self(*args)

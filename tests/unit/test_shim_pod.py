@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from cocoon.oci.default import default_spec
 from cocoon.oci.spec import Spec
+from cocoon.runtime.sizing import VM_MEMORY_MIB, vm_memory_mib
 from cocoon.shim.address import PodRef
-from cocoon.shim.pod import VM_MEMORY_MIB, network_namespace, share_pod_namespaces, vm_memory_mib
+from cocoon.shim.pod import network_namespace, share_pod_namespaces
 
 
 def _cri_app_spec(extra: dict[str, object] | None = None) -> Spec:

@@ -14,9 +14,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,36 +22,14 @@ from typing import Any
 
 import pytest
 
+from tests.framework.cli import Cli
 from tests.framework.netns import FakeCni, fake_cni, ip
 
 pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
-COCOON = str(Path(sys.executable).parent / "cocoon")
 ECHO_PORT = 7000
 PAYLOAD = 10 << 20
-
-
-class Cli:
-    """`cocoon --root ROOT ...` with files for stdio (a detached container's shim keeps them)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, *args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run([COCOON, "--root", str(self.root), *args], stdout=out,
-                                  stderr=err, stdin=subprocess.DEVNULL, timeout=timeout,
-                                  check=False)
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(),
-                                               err.read())
-
-    def ok(self, *args: str, timeout: float = 240.0) -> str:
-        result = self(*args, timeout=timeout)
-        assert result.returncode == 0, f"cocoon {' '.join(args)}: {result.stderr}"
-        return result.stdout
 
 
 @pytest.fixture

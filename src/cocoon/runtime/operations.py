@@ -39,6 +39,7 @@ from cocoon.oci.state import (
 from cocoon.protocols.gen import agent_pb2
 from cocoon.runtime import console, hooks, shim
 from cocoon.runtime.guestspec import guest_spec
+from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
@@ -49,8 +50,6 @@ from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.runtime")
 
-VM_MEMORY_MIB = int(os.environ.get("COCOON_VM_MEMORY_MIB", "256"))
-VM_OVERHEAD_MIB = 128
 CALL_TIMEOUT = 60.0
 
 
@@ -60,15 +59,6 @@ class CreateOptions:
     pid_file: Path | None = None
     console_socket: str | None = None
     foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
-
-
-def _vm_memory(spec: Spec) -> int:
-    limit = None
-    if spec.linux and spec.linux.resources and spec.linux.resources.memory:
-        limit = spec.linux.resources.memory.limit
-    if limit and limit > 0:
-        return max(VM_MEMORY_MIB, limit // (1 << 20) + VM_OVERHEAD_MIB)
-    return VM_MEMORY_MIB
 
 
 def _netns(spec: Spec) -> str | None:
@@ -168,7 +158,7 @@ class Runtime:
         share.create()
         gspec = guest_spec(spec, bundle.rootfs, share, state.id)
         config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
-                               memory_mib=_vm_memory(spec), hostname=spec.hostname or "",
+                               memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
                                netns=_netns(spec), debug=self.debug)
         handle = start_sandbox(config)
         undo.callback(_stop_quietly, layout)

@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.oci.spec import LinuxNamespace, Spec
 from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec
+from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig
@@ -30,8 +30,6 @@ from cocoon.shim.address import PodRef
 logger = logging.getLogger("cocoon.shim.pod")
 
 POD_SHARED_NAMESPACES = ("ipc", "uts", "pid")
-VM_MEMORY_MIB = int(os.environ.get("COCOON_VM_MEMORY_MIB", "256"))
-VM_OVERHEAD_MIB = 128
 
 
 def share_pod_namespaces(spec: Spec, ref: PodRef) -> Spec:
@@ -43,15 +41,6 @@ def share_pod_namespaces(spec: Spec, ref: PodRef) -> Spec:
         if ns.type in POD_SHARED_NAMESPACES and ns.path else ns
         for ns in spec.linux.namespaces)
     return dataclasses.replace(spec, linux=dataclasses.replace(spec.linux, namespaces=namespaces))
-
-
-def vm_memory_mib(spec: Spec) -> int:
-    limit = None
-    if spec.linux and spec.linux.resources and spec.linux.resources.memory:
-        limit = spec.linux.resources.memory.limit
-    if limit and limit > 0:
-        return max(VM_MEMORY_MIB, limit // (1 << 20) + VM_OVERHEAD_MIB)
-    return VM_MEMORY_MIB
 
 
 def network_namespace(spec: Spec) -> str | None:
