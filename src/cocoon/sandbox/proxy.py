@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -57,6 +57,15 @@ class _Client:
                 await self.writer.drain()
 
 
+async def frames(reader: asyncio.StreamReader) -> AsyncIterator[Frame]:
+    """The frames of a byte stream until its end; ProtocolError when it breaks the framing."""
+    decoder = FrameDecoder()
+    while data := await reader.read(READ_CHUNK):
+        decoder.feed(data)
+        for frame in decoder:
+            yield frame
+
+
 def response_frame(stream_id: int, status: Status, payload: bytes = b"") -> bytes:
     message = ttrpc_pb2.Response(status=status.to_proto(), payload=payload)
     return encode_frame(Frame(stream_id, MessageType.RESPONSE, 0, message.SerializeToString()))
@@ -88,16 +97,10 @@ class AgentProxy:
         self._agent_writer = writer
         self._failure = None
         self.connected.set()
-        decoder = FrameDecoder()
         reason = "the agent channel closed"
         try:
-            while True:
-                data = await reader.read(READ_CHUNK)
-                if not data:
-                    break
-                decoder.feed(data)
-                for frame in decoder:
-                    await self._from_agent(frame)
+            async for frame in frames(reader):
+                await self._from_agent(frame)
         except ProtocolError as err:
             reason = f"protocol error from the guest: {err}"
             logger.error("sandbox %s: dropping the agent connection: %s", self.sandbox_id, err)
@@ -159,15 +162,9 @@ class AgentProxy:
         self._client_count += 1
         client = _Client(f"client-{self._client_count}", writer)
         self._clients.add(client)
-        decoder = FrameDecoder()
         try:
-            while True:
-                data = await reader.read(READ_CHUNK)
-                if not data:
-                    break
-                decoder.feed(data)
-                for frame in decoder:
-                    await self._from_client(client, frame)
+            async for frame in frames(reader):
+                await self._from_client(client, frame)
         except ProtocolError as err:
             logger.warning("sandbox %s: closing %s: %s", self.sandbox_id, client.name, err)
         except (ConnectionError, OSError):
