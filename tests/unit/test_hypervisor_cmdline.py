@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from cocoon.hypervisor.cmdline import build_command, kernel_command_line
-from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare, VMConfig
+from cocoon.hypervisor.cmdline import build_command, hotplug_device_args, kernel_command_line
+from cocoon.hypervisor.config import (
+    MemoryBackend,
+    NetInterface,
+    VirtioFsShare,
+    VMConfig,
+    VMConfigError,
+)
 
 
 def make(**overrides: Any) -> VMConfig:
@@ -129,8 +135,8 @@ def test_virtio_fs_shares() -> None:
               VirtioFsShare("vol1", Path("/run/vm/fs1.sock"), queue_size=256))
     argv = build_command(make(memory_backend=MemoryBackend(), shares=shares))
     assert devices(argv, "vhost-user-fs-pci") == [
-        "vhost-user-fs-pci,chardev=fs0,tag=root,queue-size=1024",
-        "vhost-user-fs-pci,chardev=fs1,tag=vol1,queue-size=256",
+        "vhost-user-fs-pci,id=vfs0,chardev=fs0,tag=root,queue-size=1024",
+        "vhost-user-fs-pci,id=vfs1,chardev=fs1,tag=vol1,queue-size=256",
     ]
     chardevs = {props(c)["id"]: props(c) for c in values(argv, "-chardev")}
     assert chardevs["fs0"] == {"": "socket", "id": "fs0", "path": "/run/vm/fs0.sock"}
@@ -146,8 +152,8 @@ def test_tap_by_fd_and_by_name() -> None:
         "tap,id=net1,ifname=tap1,script=no,downscript=no,vhost=on",
     ]
     assert devices(argv, "virtio-net-pci") == [
-        "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,host_mtu=1400",
-        "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02",
+        "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:00:00:01,host_mtu=1400",
+        "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:00:00:02",
     ]
 
 
@@ -175,8 +181,8 @@ def test_microvm_gets_a_pcie_bus_and_keeps_its_own_bios() -> None:
     assert "-bios" not in argv
     assert one(argv, "-machine") == "microvm,pcie=on,memory-backend=ram"
     drivers = [d.split(",", 1)[0] for d in values(argv, "-device")]
-    assert drivers == ["virtio-serial-pci", "virtserialport", "vhost-user-fs-pci",
-                       "virtio-net-pci", "vhost-vsock-pci"]
+    assert drivers == ["virtio-serial-pci", "virtserialport", "vhost-vsock-pci",
+                       "vhost-user-fs-pci", "virtio-net-pci"]
 
 
 def test_explicit_firmware_and_pidfile() -> None:
@@ -234,3 +240,68 @@ def test_kernel_command_line(args: tuple[str, ...], expected: str) -> None:
 def test_build_is_pure_and_repeatable() -> None:
     config = make(agent_socket=Path("/nonexistent/agent.sock"), kernel=Path("/nonexistent/k"))
     assert build_command(config) == build_command(config)
+
+
+# --- templates: restore and hot-plug -------------------------------------------------------------
+
+
+def test_restore_reads_the_state_from_an_inherited_fd_and_leaves_shared_ram_out() -> None:
+    config = make(machine="q35", hotplug_ports=2, incoming_fd=7, ignore_shared_ram=True,
+                  memory_backend=MemoryBackend("file", Path("/t/ram"), share=False))
+    argv = build_command(config)
+    assert one(argv, "-incoming") == "fd:7"
+    assert "migration.x-ignore-shared=on" in values(argv, "-global")
+    assert props(one(argv, "-object")) == {
+        "": "memory-backend-file", "id": "ram", "size": "256M", "mem-path": "/t/ram",
+        "share": "off"}
+    assert 7 in config.inherited_fds
+
+
+def test_fd_backed_ram_is_opened_through_proc_self_fd() -> None:
+    config = make(memory_backend=MemoryBackend("fd", fd=9, share=True))
+    assert props(one(build_command(config), "-object"))["mem-path"] == "/proc/self/fd/9"
+    assert config.inherited_fds == (9,)
+
+
+def test_fd_backend_needs_an_fd_and_others_take_none() -> None:
+    with pytest.raises(VMConfigError, match=r"memory_backend\.fd"):
+        make(memory_backend=MemoryBackend("fd"))
+    with pytest.raises(VMConfigError, match=r"memory_backend\.fd"):
+        make(memory_backend=MemoryBackend("memfd", fd=3))
+
+
+def test_hotplugged_devices_keep_their_backends_on_the_command_line() -> None:
+    config = make(machine="q35", hotplug_ports=3, hotplug_devices=True,
+                  memory_backend=MemoryBackend(),
+                  shares=(VirtioFsShare("cocoon", Path("/run/vm/fs.sock")),),
+                  nics=(NetInterface("52:54:00:00:00:01", tap_fd=5, mtu=1400),))
+    argv = build_command(config)
+    assert devices(argv, "vhost-user-fs-pci") == []
+    assert devices(argv, "virtio-net-pci") == []
+    assert props(values(argv, "-chardev")[-1])["id"] == "fs0"
+    assert props(one(argv, "-netdev"))["fd"] == "5"
+    assert hotplug_device_args(config) == [
+        {"driver": "vhost-user-fs-pci", "id": "vfs0", "chardev": "fs0", "tag": "cocoon",
+         "queue-size": 1024, "bus": "hp0"},
+        {"driver": "virtio-net-pci", "id": "nic0", "netdev": "net0",
+         "mac": "52:54:00:00:00:01", "host_mtu": 1400, "bus": "hp1"},
+    ]
+
+
+def test_cold_boot_has_nothing_to_hotplug() -> None:
+    config = make(memory_backend=MemoryBackend(),
+                  shares=(VirtioFsShare("cocoon", Path("/run/vm/fs.sock")),))
+    assert hotplug_device_args(config) == []
+
+
+def test_hotplug_needs_a_root_port_per_device() -> None:
+    with pytest.raises(VMConfigError, match="hotplug_ports"):
+        make(machine="q35", hotplug_ports=1, hotplug_devices=True,
+             memory_backend=MemoryBackend(),
+             shares=(VirtioFsShare("cocoon", Path("/run/vm/fs.sock")),),
+             nics=(NetInterface("52:54:00:00:00:01", tap_fd=5),))
+
+
+def test_balloon_reports_free_pages() -> None:
+    assert devices(build_command(make(balloon=True)), "virtio-balloon-pci") == [
+        "virtio-balloon-pci,id=balloon0,free-page-reporting=on"]

@@ -1,14 +1,22 @@
 """From a `VMConfig` to QEMU's argv: a pure function, so every option is unit-tested without QEMU.
 
 Device ids are fixed (`qmp`, `console`, `vser0`, `agent`, `fs<i>`, `net<i>`, `hp<i>`, `ram`) so
-that QMP commands issued later (hot-plug, migration) can name them.
+that QMP commands issued later (hot-plug, migration) can name them. Backends are `fs<i>`
+(chardev) and `net<i>` (netdev); their devices are `vfs<i>` and `nic<i>`, on the command line or,
+for a restored VM, hot-plugged into the root ports `hp<k>` by `hotplug_device_args`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cocoon.hypervisor.config import AGENT_PORT_NAME, MemoryBackend, NetInterface, VMConfig
+from cocoon.hypervisor.config import (
+    AGENT_PORT_NAME,
+    MemoryBackend,
+    NetInterface,
+    VirtioFsShare,
+    VMConfig,
+)
 
 # Added unless the caller's kernel_args set the same key: the console is the first serial port
 # (its log is the guest's voice before the agent runs), boot messages stay off the slow emulated
@@ -36,20 +44,41 @@ def build_command(config: VMConfig) -> list[str]:
     argv += ["-chardev", _server_socket("qmp", config.qmp_socket),
              "-mon", "chardev=qmp,mode=control"]
     argv += _agent_channel(config)
-    for index, share in enumerate(config.shares):
-        argv += ["-chardev", f"socket,id=fs{index},path={_escape(str(share.socket))}",
-                 "-device", f"vhost-user-fs-pci,chardev=fs{index},"
-                            f"tag={share.tag},queue-size={share.queue_size}"]
-    for index, nic in enumerate(config.nics):
-        argv += ["-netdev", _netdev(index, nic),
-                 "-device", _net_device(index, nic)]
+    if config.balloon:
+        argv += ["-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"]
     if config.vsock_cid is not None:
         argv += ["-device", f"vhost-vsock-pci,guest-cid={config.vsock_cid}"]
     for index in range(config.hotplug_ports):
         argv += ["-device", f"pcie-root-port,id=hp{index},bus=pcie.0,chassis={index + 1}"]
+    # the devices a saved VM had come first and in a fixed order; what is added to a restored
+    # one (backends only here) comes after
+    for index, share in enumerate(config.shares):
+        argv += ["-chardev", f"socket,id=fs{index},path={_escape(str(share.socket))}"]
+        if not config.hotplug_devices:
+            argv += ["-device", _option(_fs_device(index, share))]
+    for index, nic in enumerate(config.nics):
+        argv += ["-netdev", _netdev(index, nic)]
+        if not config.hotplug_devices:
+            argv += ["-device", _option(_net_device(index, nic))]
+    if config.ignore_shared_ram:
+        argv += ["-global", "migration.x-ignore-shared=on"]
+    if config.incoming_fd is not None:
+        argv += ["-incoming", f"fd:{config.incoming_fd}"]
     if config.pidfile is not None:
         argv += ["-pidfile", str(config.pidfile)]
     return argv
+
+
+def hotplug_device_args(config: VMConfig) -> list[dict[str, object]]:
+    """`device_add` arguments for the shares and NICs of a VM that gets them by hot-plug.
+
+    Each goes into its own empty root port, shares first, in the order of the config.
+    """
+    if not config.hotplug_devices:
+        return []
+    devices = [_fs_device(i, share) for i, share in enumerate(config.shares)]
+    devices += [_net_device(i, nic) for i, nic in enumerate(config.nics)]
+    return [{**device, "bus": f"hp{port}"} for port, device in enumerate(devices)]
 
 
 def kernel_command_line(config: VMConfig) -> str:
@@ -90,9 +119,9 @@ def _accel(config: VMConfig) -> str:
 
 def _memory_object(backend: MemoryBackend, memory_mib: int) -> str:
     share = "on" if backend.share else "off"
-    if backend.kind == "file":
+    if backend.kind in ("file", "fd"):
         return (f"memory-backend-file,id=ram,size={memory_mib}M,"
-                f"mem-path={_escape(str(backend.path))},share={share}")
+                f"mem-path={_escape(str(backend.mem_path))},share={share}")
     return f"memory-backend-memfd,id=ram,size={memory_mib}M,share={share}"
 
 
@@ -116,6 +145,20 @@ def _netdev(index: int, nic: NetInterface) -> str:
     return netdev + (",vhost=on" if nic.vhost else "")
 
 
-def _net_device(index: int, nic: NetInterface) -> str:
-    device = f"virtio-net-pci,netdev=net{index},mac={nic.mac}"
-    return device + (f",host_mtu={nic.mtu}" if nic.mtu is not None else "")
+def _fs_device(index: int, share: VirtioFsShare) -> dict[str, object]:
+    return {"driver": "vhost-user-fs-pci", "id": f"vfs{index}", "chardev": f"fs{index}",
+            "tag": share.tag, "queue-size": share.queue_size}
+
+
+def _net_device(index: int, nic: NetInterface) -> dict[str, object]:
+    device: dict[str, object] = {"driver": "virtio-net-pci", "id": f"nic{index}",
+                                 "netdev": f"net{index}", "mac": nic.mac}
+    if nic.mtu is not None:
+        device["host_mtu"] = nic.mtu
+    return device
+
+
+def _option(device: dict[str, object]) -> str:
+    """A device_add argument dict as a -device option string."""
+    rest = [f"{key}={_escape(str(value))}" for key, value in device.items() if key != "driver"]
+    return ",".join([str(device["driver"]), *rest])

@@ -55,12 +55,21 @@ class MemoryBackend:
     """Guest RAM backed by a memfd or a file instead of anonymous memory.
 
     vhost-user devices (virtio-fs) need it shared so virtiofsd can map guest RAM; templates map a
-    file shared once and clones map it privately (`share=False`).
+    file shared once and clones map it privately (`share=False`). `kind="fd"` is a file the
+    caller already opened (a memfd it filled from a template): QEMU inherits `fd` and opens it
+    as /proc/self/fd/<fd>.
     """
 
-    kind: Literal["memfd", "file"] = "memfd"
+    kind: Literal["memfd", "file", "fd"] = "memfd"
     path: Path | None = None
     share: bool = True
+    fd: int | None = None
+
+    @property
+    def mem_path(self) -> Path | None:
+        if self.kind == "fd":
+            return Path(f"/proc/self/fd/{self.fd}")
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,17 @@ class VMConfig:
     hotplug_ports: int = 0
     pidfile: Path | None = None
     qemu_binary: str = "qemu-system-x86_64"
+    # Restore from a saved VM instead of booting: QEMU reads the device state from this
+    # inherited fd at start (`-incoming fd:N`), with shared RAM blocks left out of the stream.
+    incoming_fd: int | None = None
+    # Shares and NICs get their backends on the command line but their devices by QMP
+    # (`device_add` into the empty root ports), because a restored VM must start with exactly
+    # the devices of the VM that was saved.
+    hotplug_devices: bool = False
+    # Migration leaves RAM blocks that are shared (share=on) out of the stream: what templates
+    # and their clones are made with.
+    ignore_shared_ram: bool = False
+    balloon: bool = False  # virtio-balloon with free page reporting
 
     def __post_init__(self) -> None:
         validate(self)
@@ -134,6 +154,16 @@ class VMConfig:
         if self.firmware is not None:
             return self.firmware
         return None if self.machine == "microvm" else QBOOT
+
+    @property
+    def inherited_fds(self) -> tuple[int, ...]:
+        """Descriptors QEMU must inherit: taps, an fd-backed RAM, the incoming state."""
+        fds = [nic.tap_fd for nic in self.nics if nic.tap_fd is not None]
+        if self.memory_backend is not None and self.memory_backend.fd is not None:
+            fds.append(self.memory_backend.fd)
+        if self.incoming_fd is not None:
+            fds.append(self.incoming_fd)
+        return tuple(fds)
 
     @property
     def socket_paths(self) -> tuple[Path, ...]:
@@ -167,6 +197,14 @@ def validate(config: VMConfig) -> None:
                                 value=config.hotplug_ports)
     elif config.hotplug_ports < 0:
         raise VMConfigError("hotplug_ports", "must not be negative", value=config.hotplug_ports)
+    if config.hotplug_devices:
+        wanted = len(config.shares) + len(config.nics)
+        if wanted > config.hotplug_ports:
+            raise VMConfigError("hotplug_ports", f"{wanted} devices to hot-plug need as many "
+                                "empty root ports", value=config.hotplug_ports)
+    if config.incoming_fd is not None and config.incoming_fd < 0:
+        raise VMConfigError("incoming_fd", "must be an open file descriptor",
+                            value=config.incoming_fd)
 
 
 def _validate_basics(config: VMConfig) -> None:
@@ -201,14 +239,17 @@ def _validate_basics(config: VMConfig) -> None:
 def _validate_memory(config: VMConfig) -> None:
     backend = config.memory_backend
     if backend is not None:
-        if backend.kind not in ("memfd", "file"):
-            raise VMConfigError("memory_backend.kind", "must be memfd or file",
+        if backend.kind not in ("memfd", "file", "fd"):
+            raise VMConfigError("memory_backend.kind", "must be memfd, file or fd",
                                 value=backend.kind)
         if backend.kind == "file" and backend.path is None:
             raise VMConfigError("memory_backend.path", "a file backend needs a path")
-        if backend.kind == "memfd" and backend.path is not None:
-            raise VMConfigError("memory_backend.path", "a memfd backend takes no path",
+        if backend.kind != "file" and backend.path is not None:
+            raise VMConfigError("memory_backend.path", f"a {backend.kind} backend takes no path",
                                 value=str(backend.path))
+        if (backend.kind == "fd") != (backend.fd is not None and backend.fd >= 0):
+            raise VMConfigError("memory_backend.fd", "an fd backend needs an open descriptor, "
+                                "and only it takes one", value=backend.fd)
     if config.shares and (backend is None or not backend.share):
         raise VMConfigError("memory_backend", "virtio-fs needs guest RAM in a shared memory "
                             "backend (memfd or file with share=True)",

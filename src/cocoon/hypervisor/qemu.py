@@ -108,7 +108,7 @@ class QemuVM:
             self._t0 = time.monotonic()
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                pass_fds=[nic.tap_fd for nic in self.config.nics if nic.tap_fd is not None],
+                pass_fds=self.config.inherited_fds,
                 start_new_session=True,
                 preexec_fn=_parent_death_guard(os.getpid()) if self.die_with_parent else None)
         except OSError as err:
@@ -213,6 +213,62 @@ class QemuVM:
         except (QMPError, OSError, EOFError) as err:
             # the reader saw QEMU hang up; that is how a QMP session ends when QEMU exits
             logger.debug("vm %s: QMP closed: %r", self.config.name, err)
+
+    # --- templates: save, restore, hot-plug ---------------------------------------------------
+
+    async def wait_restored(self, timeout: float = 30.0) -> None:
+        """Wait until QEMU has loaded the state it was started with (`incoming_fd`).
+
+        QEMU runs the guest by itself once the state is in; a state it cannot load makes it
+        exit, which raises `VMDiedError` here with its words from the console log.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.status()
+            if status != "inmigrate":
+                break
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"VM {self.config.name} did not load its saved state "
+                                      f"within {timeout:g} s", vm=self.config.name)
+            await asyncio.sleep(0.002)
+        if status not in ("running", "paused", "prelaunch"):
+            raise HypervisorError(f"VM {self.config.name} is {status} after loading its "
+                                  "saved state", vm=self.config.name, status=status,
+                                  console_tail=self.console_tail())
+        self.mark("restored")
+
+    async def hotplug(self, devices: list[dict[str, object]]) -> None:
+        """`device_add` each device (see `cmdline.hotplug_device_args`)."""
+        for device in devices:
+            await self.execute("device_add", device)
+        if devices:
+            self.mark("devices plugged")
+
+    async def save(self, fd: int, timeout: float = 120.0) -> None:
+        """Pause the guest and write its device state (RAM too unless shared and ignored) to
+        the open file `fd`; the VM stays paused and cannot run on (QEMU refuses to migrate a
+        used VM twice), so the caller quits it next."""
+        qmp = self._require_qmp("migrate")
+        await self.execute("stop")
+        await self.execute("migrate-set-parameters", {"max-bandwidth": 1 << 40})
+        qmp.send_fd_scm(fd)
+        await self.execute("getfd", {"fdname": "cocoon-save"})
+        await self.execute("migrate", {"uri": "fd:cocoon-save"})
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = await self.execute("query-migrate")
+            status = reply.get("status") if isinstance(reply, dict) else None
+            if status == "completed":
+                break
+            if status in ("failed", "cancelled"):
+                error = reply.get("error-desc", status) if isinstance(reply, dict) else status
+                raise HypervisorError(f"saving VM {self.config.name} failed: {error}",
+                                      vm=self.config.name, reply=reply)
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"saving VM {self.config.name} did not finish within "
+                                      f"{timeout:g} s", vm=self.config.name, reply=reply)
+            await asyncio.sleep(0.005)
+        self.mark("saved")
 
     # --- stop ----------------------------------------------------------------------------------
 
