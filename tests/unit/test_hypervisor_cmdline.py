@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cocoon.hypervisor.cmdline import build_command, hotplug_device_args, kernel_command_line
+from cocoon.hypervisor.cmdline import build_command, kernel_command_line
 from cocoon.hypervisor.config import (
     MemoryBackend,
     NetInterface,
@@ -268,38 +268,6 @@ def test_fd_backend_needs_an_fd_and_others_take_none() -> None:
         make(memory_backend=MemoryBackend("fd"))
     with pytest.raises(VMConfigError, match=r"memory_backend\.fd"):
         make(memory_backend=MemoryBackend("memfd", fd=3))
-
-
-def test_hotplugged_devices_keep_their_backends_on_the_command_line() -> None:
-    config = make(machine="q35", hotplug_ports=3, hotplug_devices=True,
-                  memory_backend=MemoryBackend(),
-                  shares=(VirtioFsShare("cocoon", Path("/run/vm/fs.sock")),),
-                  nics=(NetInterface("52:54:00:00:00:01", tap_fd=5, mtu=1400),))
-    argv = build_command(config)
-    assert devices(argv, "vhost-user-fs-pci") == []
-    assert devices(argv, "virtio-net-pci") == []
-    assert props(values(argv, "-chardev")[-1])["id"] == "fs0"
-    assert props(one(argv, "-netdev"))["fd"] == "5"
-    assert hotplug_device_args(config) == [
-        {"driver": "vhost-user-fs-pci", "id": "vfs0", "chardev": "fs0", "tag": "cocoon",
-         "queue-size": 1024, "bus": "hp0"},
-        {"driver": "virtio-net-pci", "id": "nic0", "netdev": "net0",
-         "mac": "52:54:00:00:00:01", "host_mtu": 1400, "bus": "hp1"},
-    ]
-
-
-def test_cold_boot_has_nothing_to_hotplug() -> None:
-    config = make(memory_backend=MemoryBackend(),
-                  shares=(VirtioFsShare("cocoon", Path("/run/vm/fs.sock")),))
-    assert hotplug_device_args(config) == []
-
-
-def test_hotplug_needs_a_root_port_per_device() -> None:
-    with pytest.raises(VMConfigError, match="hotplug_ports"):
-        make(machine="q35", hotplug_ports=1, hotplug_devices=True,
-             memory_backend=MemoryBackend(),
-             shares=(VirtioFsShare("cocoon", Path("/run/vm/fs.sock")),),
-             nics=(NetInterface("52:54:00:00:00:01", tap_fd=5),))
 
 
 def test_balloon_reports_free_pages() -> None:

@@ -3,7 +3,7 @@
 Device ids are fixed (`qmp`, `console`, `vser0`, `agent`, `fs<i>`, `net<i>`, `hp<i>`, `ram`) so
 that QMP commands issued later (hot-plug, migration) can name them. Backends are `fs<i>`
 (chardev) and `net<i>` (netdev); their devices are `vfs<i>` and `nic<i>`, on the command line or,
-for a restored VM, hot-plugged into the root ports `hp<k>` by `hotplug_device_args`.
+for a restored VM, hot-plugged into the root ports `hp<k>` (`cocoon.hypervisor.hotplug`).
 """
 
 from __future__ import annotations
@@ -50,16 +50,11 @@ def build_command(config: VMConfig) -> list[str]:
         argv += ["-device", f"vhost-vsock-pci,guest-cid={config.vsock_cid}"]
     for index in range(config.hotplug_ports):
         argv += ["-device", f"pcie-root-port,id=hp{index},bus=pcie.0,chassis={index + 1}"]
-    # the devices a saved VM had come first and in a fixed order; what is added to a restored
-    # one (backends only here) comes after
     for index, share in enumerate(config.shares):
-        argv += ["-chardev", f"socket,id=fs{index},path={_escape(str(share.socket))}"]
-        if not config.hotplug_devices:
-            argv += ["-device", _option(_fs_device(index, share))]
+        argv += ["-chardev", f"socket,id=fs{index},path={_escape(str(share.socket))}",
+                 "-device", _option(fs_device(index, share))]
     for index, nic in enumerate(config.nics):
-        argv += ["-netdev", _netdev(index, nic)]
-        if not config.hotplug_devices:
-            argv += ["-device", _option(_net_device(index, nic))]
+        argv += ["-netdev", _netdev(index, nic), "-device", _option(net_device(index, nic))]
     if config.ignore_shared_ram:
         argv += ["-global", "migration.x-ignore-shared=on"]
     if config.incoming_fd is not None:
@@ -67,18 +62,6 @@ def build_command(config: VMConfig) -> list[str]:
     if config.pidfile is not None:
         argv += ["-pidfile", str(config.pidfile)]
     return argv
-
-
-def hotplug_device_args(config: VMConfig) -> list[dict[str, object]]:
-    """`device_add` arguments for the shares and NICs of a VM that gets them by hot-plug.
-
-    Each goes into its own empty root port, shares first, in the order of the config.
-    """
-    if not config.hotplug_devices:
-        return []
-    devices = [_fs_device(i, share) for i, share in enumerate(config.shares)]
-    devices += [_net_device(i, nic) for i, nic in enumerate(config.nics)]
-    return [{**device, "bus": f"hp{port}"} for port, device in enumerate(devices)]
 
 
 def kernel_command_line(config: VMConfig) -> str:
@@ -145,12 +128,12 @@ def _netdev(index: int, nic: NetInterface) -> str:
     return netdev + (",vhost=on" if nic.vhost else "")
 
 
-def _fs_device(index: int, share: VirtioFsShare) -> dict[str, object]:
+def fs_device(index: int, share: VirtioFsShare) -> dict[str, object]:
     return {"driver": "vhost-user-fs-pci", "id": f"vfs{index}", "chardev": f"fs{index}",
             "tag": share.tag, "queue-size": share.queue_size}
 
 
-def _net_device(index: int, nic: NetInterface) -> dict[str, object]:
+def net_device(index: int, nic: NetInterface) -> dict[str, object]:
     device: dict[str, object] = {"driver": "virtio-net-pci", "id": f"nic{index}",
                                  "netdev": f"net{index}", "mac": nic.mac}
     if nic.mtu is not None:

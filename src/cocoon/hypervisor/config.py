@@ -131,10 +131,6 @@ class VMConfig:
     # Restore from a saved VM instead of booting: QEMU reads the device state from this
     # inherited fd at start (`-incoming fd:N`), with shared RAM blocks left out of the stream.
     incoming_fd: int | None = None
-    # Shares and NICs get their backends on the command line but their devices by QMP
-    # (`device_add` into the empty root ports), because a restored VM must start with exactly
-    # the devices of the VM that was saved.
-    hotplug_devices: bool = False
     # Migration leaves RAM blocks that are shared (share=on) out of the stream: what templates
     # and their clones are made with.
     ignore_shared_ram: bool = False
@@ -197,11 +193,6 @@ def validate(config: VMConfig) -> None:
                                 value=config.hotplug_ports)
     elif config.hotplug_ports < 0:
         raise VMConfigError("hotplug_ports", "must not be negative", value=config.hotplug_ports)
-    if config.hotplug_devices:
-        wanted = len(config.shares) + len(config.nics)
-        if wanted > config.hotplug_ports:
-            raise VMConfigError("hotplug_ports", f"{wanted} devices to hot-plug need as many "
-                                "empty root ports", value=config.hotplug_ports)
     if config.incoming_fd is not None and config.incoming_fd < 0:
         raise VMConfigError("incoming_fd", "must be an open file descriptor",
                             value=config.incoming_fd)

@@ -26,8 +26,9 @@ from types import TracebackType
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from cocoon.errors import HypervisorError, VMDiedError
+from cocoon.hypervisor import hotplug
 from cocoon.hypervisor.cmdline import build_command
-from cocoon.hypervisor.config import VMConfig
+from cocoon.hypervisor.config import NetInterface, VirtioFsShare, VMConfig
 
 logger = logging.getLogger("cocoon.hypervisor.qemu")
 
@@ -237,12 +238,20 @@ class QemuVM:
                                   console_tail=self.console_tail())
         self.mark("restored")
 
-    async def hotplug(self, devices: list[dict[str, object]]) -> None:
-        """`device_add` each device (see `cmdline.hotplug_device_args`)."""
-        for device in devices:
-            await self.execute("device_add", device)
-        if devices:
-            self.mark("devices plugged")
+    async def plug_share(self, index: int, share: VirtioFsShare, port: int) -> None:
+        """Hot-plug a virtio-fs device (virtiofsd must be listening on its socket)."""
+        for command, arguments in hotplug.share_commands(index, share, port):
+            await self.execute(command, arguments)
+
+    async def plug_nic(self, index: int, nic: NetInterface, port: int) -> None:
+        """Hot-plug a virtio-net device on the tap `nic.tap_fd` (sent to QEMU over QMP)."""
+        if nic.tap_fd is None:
+            raise HypervisorError("a hot-plugged NIC needs its tap as an open fd",
+                                  vm=self.config.name, mac=nic.mac)
+        self._require_qmp("getfd").send_fd_scm(nic.tap_fd)
+        await self.execute("getfd", {"fdname": hotplug.tap_fd_name(index)})
+        for command, arguments in hotplug.nic_commands(index, nic, port):
+            await self.execute(command, arguments)
 
     async def save(self, fd: int, timeout: float = 120.0) -> None:
         """Pause the guest and write its device state (RAM too unless shared and ignored) to
