@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cocoon.agent import syscalls as sc
+from cocoon.linux import syscalls as sc
 from cocoon.network import audit
 
 # how long a scenario's processes may take to finish exiting after it returns

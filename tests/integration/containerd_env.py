@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cocoon.agent import syscalls as sc
 from cocoon.guest import assets
 from cocoon.guest.oci_archive import build_blobs
+from cocoon.linux import syscalls as sc
 from tests.framework.leaks import LeakCheck, LeakReport, mounts_under
 
 BUSYBOX = "localhost/cocoon-busybox:latest"

@@ -7,14 +7,15 @@ import os
 import re
 
 from cocoon.agent import caps
-from cocoon.agent import syscalls as sc
+from cocoon.linux import syscalls as sc
+from cocoon.linux.caps import CAPABILITIES
 
 
 def test_numbers_follow_the_kernel() -> None:
-    assert caps.CAPABILITIES["CAP_CHOWN"] == 0
-    assert caps.CAPABILITIES["CAP_SYS_ADMIN"] == 21
-    assert caps.CAPABILITIES["CAP_AUDIT_WRITE"] == 29
-    assert caps.CAPABILITIES["CAP_CHECKPOINT_RESTORE"] == 40
+    assert CAPABILITIES["CAP_CHOWN"] == 0
+    assert CAPABILITIES["CAP_SYS_ADMIN"] == 21
+    assert CAPABILITIES["CAP_AUDIT_WRITE"] == 29
+    assert CAPABILITIES["CAP_CHECKPOINT_RESTORE"] == 40
 
 
 def test_mask_accepts_short_and_lower_case_names_and_skips_unknown() -> None:

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from cocoon.agent import plan
-from cocoon.agent import syscalls as sc
 from cocoon.agent.container import Container, ContainerConfig, ContainerError
 from cocoon.agent.process import Process, Reaper
+from cocoon.linux import syscalls as sc
 from cocoon.oci.default import default_spec
 from cocoon.oci.spec import parse_spec
 from cocoon.ttrpc.status import StatusCode

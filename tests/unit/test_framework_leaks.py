@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cocoon.agent import syscalls as sc
+from cocoon.linux import syscalls as sc
 from tests.framework.leaks import LeakCheck, mounts_under, processes
 from tests.framework.sandbox import pid_alive
 

@@ -43,5 +43,7 @@ def test_init_runs_the_agent_isolated_and_powers_off() -> None:
 def test_agent_entry_point_is_smoke_tested_only_for_the_agent_image() -> None:
     sources = Sources.installed()
     has_agent = "cocoon/agent/main.py" in sources.agent_files()
-    assert ("cocoon.agent.main" in image._smoke_imports(image.AGENT_INIT, sources)) == has_agent
+    smoke = image._smoke_imports(image.AGENT_INIT, sources)
+    assert ("cocoon.agent.main" in smoke) == has_agent
+    assert ("cocoon.agent.service" in smoke) == has_agent  # it imports what the agent runs
     assert image._smoke_imports(b"#!/probe\n", sources) == image.SMOKE_IMPORTS

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from cocoon.agent import rtnl
 from cocoon.errors import NetworkError, RPCError
+from cocoon.linux import rtnl
 from cocoon.network import guest
 from cocoon.network.plan import Endpoint, NetworkPlan
 from cocoon.protocols.gen import kata_types_pb2

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from cocoon.agent import rtnl
 from cocoon.errors import NetworkError
+from cocoon.linux import rtnl
 from cocoon.network.inspect import Snapshot
 from cocoon.network.plan import is_cocoon_tap, plan, tap_name
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from cocoon.agent import rtnl
+from cocoon.linux import rtnl
 from cocoon.network import inspect
 from cocoon.network.netns import run_in_netns
 from tests.framework.netns import FakeCni, fake_cni, ip

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cocoon.agent import syscalls as sc
 from cocoon.errors import SandboxError
+from cocoon.linux import syscalls as sc
 from cocoon.sandbox.share import mounts_under
 from cocoon.shim.mounts import MountSpec, mount_rootfs, split_options, unmount_rootfs
 

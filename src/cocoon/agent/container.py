@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from cocoon.agent import launch
-from cocoon.agent import syscalls as sc
 from cocoon.agent.cgroups import Cgroup
 from cocoon.agent.process import Process, Reaper
 from cocoon.agent.stdio import InputStream, OutputStream
 from cocoon.errors import RPCError
+from cocoon.linux import syscalls as sc
 
 logger = logging.getLogger("cocoon.agent.container")
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from cocoon.agent import caps, rootfs, seccomp_filter
-from cocoon.agent import syscalls as sc
+from cocoon.linux import syscalls as sc
 
 RLIMITS: dict[str, int] = {
     "RLIMIT_CPU": resource.RLIMIT_CPU, "RLIMIT_FSIZE": resource.RLIMIT_FSIZE,

@@ -36,8 +36,8 @@ async def serve(state: AgentState) -> None:
     import asyncio
 
     from cocoon.agent import channel
-    from cocoon.agent import syscalls as sc
     from cocoon.agent.service import AgentService, HealthService
+    from cocoon.linux import syscalls as sc
     from cocoon.protocols.gen import agent_pb2, health_pb2
     from cocoon.ttrpc.server import Server
 
@@ -77,9 +77,9 @@ def main() -> None:
     import asyncio
 
     from cocoon.agent import pid1
-    from cocoon.agent import syscalls as sc
     from cocoon.agent.process import Reaper
     from cocoon.agent.service import AgentState
+    from cocoon.linux import syscalls as sc
 
     logger.info("services imported at %.3f s", uptime())
     try:

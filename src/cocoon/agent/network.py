@@ -14,8 +14,8 @@ import ipaddress
 import logging
 import socket
 
-from cocoon.agent import rtnl
 from cocoon.errors import RPCError
+from cocoon.linux import rtnl
 from cocoon.protocols.gen import agent_pb2, kata_types_pb2
 from cocoon.ttrpc.status import StatusCode
 

@@ -16,7 +16,7 @@ import struct
 import time
 from pathlib import Path
 
-from cocoon.agent import syscalls
+from cocoon.linux import syscalls
 
 logger = logging.getLogger("cocoon.agent.pid1")
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from cocoon.agent import caps, launch, rootfs
-from cocoon.agent import syscalls as sc
 from cocoon.agent.container import (
     FAILED_PRECONDITION,
     NOT_FOUND,
@@ -21,6 +20,7 @@ from cocoon.agent.container import (
     ContainerConfig,
     ContainerError,
 )
+from cocoon.linux import syscalls as sc
 from cocoon.oci.spec import Linux, Process, Spec
 
 _UNSHARED = ("mount", "uts", "ipc", "pid", "cgroup")

@@ -14,33 +14,9 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cocoon.agent import syscalls as sc
-
-_FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
-    # option: (clear?, flag)
-    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
-    "nosuid": (False, sc.MS_NOSUID), "suid": (True, sc.MS_NOSUID),
-    "nodev": (False, sc.MS_NODEV), "dev": (True, sc.MS_NODEV),
-    "noexec": (False, sc.MS_NOEXEC), "exec": (True, sc.MS_NOEXEC),
-    "sync": (False, sc.MS_SYNCHRONOUS), "async": (True, sc.MS_SYNCHRONOUS),
-    "dirsync": (False, sc.MS_DIRSYNC), "remount": (False, sc.MS_REMOUNT),
-    "mand": (False, sc.MS_MANDLOCK), "nomand": (True, sc.MS_MANDLOCK),
-    "noatime": (False, sc.MS_NOATIME), "atime": (True, sc.MS_NOATIME),
-    "nodiratime": (False, sc.MS_NODIRATIME), "diratime": (True, sc.MS_NODIRATIME),
-    "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
-    "relatime": (False, sc.MS_RELATIME), "norelatime": (True, sc.MS_RELATIME),
-    "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
-    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "symfollow": (True, sc.MS_NOSYMFOLLOW),
-}
-_PROPAGATION: dict[str, int] = {
-    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
-    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
-    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
-}
-# options that only tools understand (mount(8) options, podman hints): never passed as data
-_IGNORED = {"defaults", "tmpcopyup", "notmpcopyup", "z", "Z", "U", "copy", "nocopy", "idmap",
-            "private-if-needed"}
+from cocoon.linux import syscalls as sc
+from cocoon.linux.mounts import FLAG_OPTIONS, IGNORED, PROPAGATION
+from cocoon.linux.paths import secure_join
 
 
 @dataclass(frozen=True)
@@ -55,12 +31,12 @@ def parse_options(options: Iterable[str]) -> MountOptions:
     propagation: list[int] = []
     data: list[str] = []
     for option in options:
-        if option in _FLAG_OPTIONS:
-            clear, flag = _FLAG_OPTIONS[option]
+        if option in FLAG_OPTIONS:
+            clear, flag = FLAG_OPTIONS[option]
             flags = flags & ~flag if clear else flags | flag
-        elif option in _PROPAGATION:
-            propagation.append(_PROPAGATION[option])
-        elif option in _IGNORED:
+        elif option in PROPAGATION:
+            propagation.append(PROPAGATION[option])
+        elif option in IGNORED:
             continue
         else:
             data.append(option)
@@ -96,36 +72,6 @@ DEFAULT_LINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
     ("/proc/kcore", "/dev/core"),
 )
-
-
-def secure_join(root: str, unsafe: str, max_links: int = 255) -> str:
-    """Resolve `unsafe` as if `root` were `/`: symlinks may not climb out of `root`."""
-    parts = [p for p in unsafe.split("/") if p and p != "."]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > max_links:
-                raise OSError(errno.ELOOP, "too many symlinks", unsafe)
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
 
 
 def _ensure_target(path: str, as_file: bool) -> None:
@@ -307,7 +253,7 @@ def prepare(plan: RootfsPlan) -> None:
         _ensure_target(secure_join(plan.rootfs, "/dev/console"), as_file=True)
     pivot(plan.rootfs)
     if plan.propagation:
-        sc.mount(None, "/", None, _PROPAGATION[plan.propagation])
+        sc.mount(None, "/", None, PROPAGATION[plan.propagation])
     set_sysctl(plan.sysctl)
     mask_paths(plan.masked_paths)
     readonly_paths(plan.readonly_paths)

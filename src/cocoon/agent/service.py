@@ -22,7 +22,6 @@ from google.protobuf import empty_pb2
 
 from cocoon import __version__
 from cocoon.agent import network, pid1, plan
-from cocoon.agent import syscalls as sc
 from cocoon.agent.container import (
     ALREADY_EXISTS,
     INVALID_ARGUMENT,
@@ -33,6 +32,7 @@ from cocoon.agent.container import (
 )
 from cocoon.agent.process import Process, Reaper
 from cocoon.errors import ConfigError, RPCError
+from cocoon.linux import syscalls as sc
 from cocoon.oci import convert
 from cocoon.oci.spec import parse_spec
 from cocoon.protocols.gen import agent_pb2, health_pb2, kata_types_pb2

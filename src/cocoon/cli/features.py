@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from cocoon.agent.caps import CAPABILITIES
-from cocoon.agent.rootfs import _FLAG_OPTIONS, _PROPAGATION
 from cocoon.cli.context import Context
+from cocoon.linux.caps import CAPABILITIES
+from cocoon.linux.mounts import FLAG_OPTIONS, PROPAGATION
 from cocoon.oci.default import OCI_VERSION
 
 SECCOMP_ACTIONS = ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
@@ -22,7 +22,7 @@ def features() -> dict[str, Any]:
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
-        "mountOptions": sorted([*_FLAG_OPTIONS, *_PROPAGATION]),
+        "mountOptions": sorted([*FLAG_OPTIONS, *PROPAGATION]),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
             "capabilities": sorted(CAPABILITIES),

@@ -197,9 +197,12 @@ def ensure_guest_image(cache: Path, progress: Progress | None = None, *,
 
 
 def _smoke_imports(init: bytes, sources: Sources) -> tuple[str, ...]:
-    """The agent's own entry point joins the smoke test when the image is meant to run it."""
+    """The agent's own entry point joins the smoke test when the image is meant to run it, with
+    its services: the entry point imports them only when it runs, and they import every package
+    of AGENT_PATHS the agent needs (cocoon.linux, cocoon.oci, ...), so a package missing there
+    fails the build, not the boot."""
     if init == AGENT_INIT and "cocoon/agent/main.py" in sources.agent_files():
-        return (*SMOKE_IMPORTS, "cocoon.agent.main")
+        return (*SMOKE_IMPORTS, "cocoon.agent.main", "cocoon.agent.service")
     return SMOKE_IMPORTS
 
 

@@ -22,7 +22,7 @@ from cocoon.guest.apt import Package
 FORMAT = 1
 # The cocoon package's paths that the guest runs (whatever of them exists at build time).
 AGENT_PATHS: tuple[str, ...] = ("__init__.py", "errors.py", "log.py", "ttrpc", "protocols",
-                                "agent", "oci")
+                                "agent", "linux", "oci")
 # What of site-packages/google the agent needs: protobuf and its upb C extension.
 PROTOBUF_PATHS: tuple[str, ...] = ("protobuf", "_upb")
 _SKIP_SUFFIXES = (".pyc", ".pyi", ".proto")

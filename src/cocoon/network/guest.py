@@ -10,8 +10,8 @@ from typing import Protocol, TypeVar
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from cocoon.agent import rtnl
 from cocoon.errors import CocoonError, NetworkError
+from cocoon.linux import rtnl
 from cocoon.network.plan import Endpoint, NetworkPlan
 from cocoon.protocols.gen import agent_pb2, kata_types_pb2
 

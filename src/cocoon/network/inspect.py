@@ -1,6 +1,6 @@
 """What the engine put in a network namespace: links, addresses, routes and neighbours.
 
-Read with pyroute2 and returned as the plain values of `cocoon.agent.rtnl` (the model the guest
+Read with pyroute2 and returned as the plain values of `cocoon.linux.rtnl` (the model the guest
 side uses too), so that planning works on values that tests can write down by hand.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from cocoon.agent import rtnl
+from cocoon.linux import rtnl
 from cocoon.network.netns import run_in_netns
 
 

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from cocoon.agent import syscalls as sc
 from cocoon.errors import NetworkError
+from cocoon.linux import syscalls as sc
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from cocoon.agent import rtnl
 from cocoon.errors import NetworkError
+from cocoon.linux import rtnl
 from cocoon.network.inspect import Snapshot
 
 logger = logging.getLogger("cocoon.network.plan")

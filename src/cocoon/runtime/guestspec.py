@@ -14,8 +14,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from cocoon.agent.rootfs import secure_join
 from cocoon.errors import ConfigError
+from cocoon.linux.paths import secure_join
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
 from cocoon.sandbox.share import Share
 

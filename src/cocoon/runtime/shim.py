@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cocoon import log
-from cocoon.agent import syscalls as sc
 from cocoon.errors import CocoonError
+from cocoon.linux import syscalls as sc
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.relay import ProcessRelay, Stdio, exit_like
 

@@ -16,8 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from cocoon.agent import syscalls as sc
 from cocoon.errors import ConfigError, SandboxError
+from cocoon.linux import syscalls as sc
 
 logger = logging.getLogger("cocoon.sandbox.share")
 

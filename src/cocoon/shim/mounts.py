@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon.agent import syscalls as sc
 from cocoon.errors import SandboxError
+from cocoon.linux import syscalls as sc
 from cocoon.sandbox.share import detach_all, mounts_under
 
 logger = logging.getLogger("cocoon.shim.mounts")

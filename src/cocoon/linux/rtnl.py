@@ -1,11 +1,13 @@
-"""A small rtnetlink client for the guest: links, addresses, routes and neighbours.
+"""A small rtnetlink client and model: links, addresses, routes and neighbours.
 
-pyroute2 (what the host uses) cannot run in the guest image: importing it pulls in `ssl` and
-`unittest.mock`, which the image does not carry, and costs seconds of interpreter time under
-TCG. The agent needs a dozen message kinds, so they are encoded here with `struct`: messages are
-built and parsed without I/O (`encode`, `parse`, the `*_from` decoders), and `Rtnl` only sends
-them on a NETLINK_ROUTE socket and collects the answer. Kernel refusals surface as `OSError`
-with the kernel's errno and the request that caused them.
+The guest agent configures its interfaces with it; the host reads a network namespace with
+pyroute2 and hands the agent the plain values defined here. pyroute2 cannot run in the guest
+image: importing it pulls in `ssl` and `unittest.mock`, which the image does not carry, and
+costs seconds of interpreter time under TCG. The agent needs a dozen message kinds, so they are
+encoded here with `struct`: messages are built and parsed without I/O (`encode`, `parse`, the
+`*_from` decoders), and `Rtnl` only sends them on a NETLINK_ROUTE socket and collects the
+answer. Kernel refusals surface as `OSError` with the kernel's errno and the request that
+caused them.
 """
 
 from __future__ import annotations

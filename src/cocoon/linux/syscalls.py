@@ -1,8 +1,8 @@
-"""Linux system calls the agent needs and Python 3.11's `os` module lacks, through ctypes.
+"""Linux system calls that Python 3.11's `os` module lacks, through ctypes.
 
-Each wrapper raises `OSError` with the errno and the object it acted on, so an error reaching the
-host names the path or namespace at fault. This is the only module of the agent that touches
-ctypes; everything above it speaks in Python values.
+The guest agent and the host (mounts of the share, network namespaces, the per-process shim)
+both use them. Each wrapper raises `OSError` with the errno and the object it acted on, so an
+error reaching the host names the path or namespace at fault; callers speak in Python values.
 """
 
 from __future__ import annotations
