@@ -43,9 +43,8 @@ from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
-from cocoon.sandbox.monitor import remove_vm_dir
 from cocoon.sandbox.relay import ProcessRelay, Stdio
-from cocoon.sandbox.share import Share
+from cocoon.sandbox.share import Share, remove_vm_dir
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.runtime")

@@ -24,7 +24,7 @@ from typing import Any
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import Layout, SandboxConfig
-from cocoon.sandbox.monitor import remove_vm_dir
+from cocoon.sandbox.share import remove_vm_dir
 
 READY_LIMIT = 64 * 1024
 

@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -37,7 +36,7 @@ from cocoon.protocols.gen import agent_pb2, monitor_pb2
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.proxy import AgentProxy
-from cocoon.sandbox.share import GUEST_MOUNTPOINT, VIRTIOFS_TAG, Share, detach_all
+from cocoon.sandbox.share import GUEST_MOUNTPOINT, VIRTIOFS_TAG, Share, remove_vm_dir
 from cocoon.sandbox.virtiofsd import Virtiofsd
 from cocoon.ttrpc.status import StatusCode
 
@@ -295,14 +294,6 @@ async def _exited_within(vm: QemuVM, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError, CocoonError):
         await vm.wait(timeout=seconds)
     return not vm.running
-
-
-def remove_vm_dir(path: Path) -> None:
-    """Unmount whatever is left under a sandbox directory and remove it."""
-    if not path.exists():
-        return
-    detach_all(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _report(fd: int | None, message: dict[str, Any]) -> None:

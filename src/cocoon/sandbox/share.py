@@ -46,6 +46,14 @@ def detach_all(path: Path) -> None:
                 logger.warning("cannot unmount %s: %s", target, err)
 
 
+def remove_vm_dir(path: Path) -> None:
+    """Unmount whatever is left under a sandbox directory and remove it."""
+    if not path.exists():
+        return
+    detach_all(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class Share:
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -23,8 +23,7 @@ from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig
-from cocoon.sandbox.monitor import remove_vm_dir
-from cocoon.sandbox.share import Share
+from cocoon.sandbox.share import Share, remove_vm_dir
 from cocoon.shim.address import PodRef
 
 logger = logging.getLogger("cocoon.shim.pod")
