@@ -104,6 +104,10 @@ class AssetError(CocoonError):
     """The guest kernel or image could not be fetched, built or found."""
 
 
+class TemplateError(CocoonError):
+    """A VM template could not be built, or one on disk is stale or damaged."""
+
+
 class SandboxError(CocoonError):
     """Base of the host side of one VM (monitor, proxy, agent client, shims)."""
 

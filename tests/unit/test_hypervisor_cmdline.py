@@ -245,12 +245,11 @@ def test_build_is_pure_and_repeatable() -> None:
 # --- templates: restore and hot-plug -------------------------------------------------------------
 
 
-def test_restore_reads_the_state_from_an_inherited_fd_and_leaves_shared_ram_out() -> None:
+def test_restore_waits_for_qmp_and_inherits_the_state_fd() -> None:
     config = make(machine="q35", hotplug_ports=2, incoming_fd=7, ignore_shared_ram=True,
                   memory_backend=MemoryBackend("file", Path("/t/ram"), share=False))
     argv = build_command(config)
-    assert one(argv, "-incoming") == "fd:7"
-    assert "migration.x-ignore-shared=on" in values(argv, "-global")
+    assert one(argv, "-incoming") == "defer"  # QMP sets x-ignore-shared, then reads fd 7
     assert props(one(argv, "-object")) == {
         "": "memory-backend-file", "id": "ram", "size": "256M", "mem-path": "/t/ram",
         "share": "off"}

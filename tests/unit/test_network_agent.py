@@ -91,10 +91,28 @@ def test_names_may_be_swapped_between_devices(guest: Guest) -> None:
 
 def test_an_unknown_mac_is_not_found_and_named(guest: Guest) -> None:
     with pytest.raises(RPCError) as caught:
-        guest.run(lambda: network.update_interface(interface("eth0", "02:aa:bb:cc:dd:ee")))
+        guest.run(lambda: network.update_interface(interface("eth0", "02:aa:bb:cc:dd:ee"),
+                                                   device_wait=0.2))
     assert caught.value.code == StatusCode.NOT_FOUND
     assert "02:aa:bb:cc:dd:ee" in caught.value.status_message
     assert MAC0 in caught.value.status_message  # what the guest has instead
+
+
+def test_a_hot_plugged_device_is_waited_for(guest: Guest) -> None:
+    late = "52:54:00:12:34:99"
+
+    async def plug_then_update() -> kata_types_pb2.Interface:
+        async def plug() -> None:
+            await asyncio.sleep(0.3)  # the guest probing a device the host just added
+            await asyncio.to_thread(guest.ip, "link", "add", "eth9", "address", late,
+                                    "type", "veth", "peer", "name", "wire9")
+        plugging = asyncio.create_task(plug())
+        result = await network.update_interface(interface("net9", late, "10.44.0.2/24"))
+        await plugging
+        return result
+
+    result = guest.run(plug_then_update)
+    assert result.name == "net9" and result.hwAddr == late
 
 
 @pytest.mark.parametrize(("bad", "expected"), [

@@ -37,14 +37,17 @@ async def serve(state: AgentState) -> None:
 
     from cocoon.agent import channel
     from cocoon.agent.service import AgentService, HealthService
+    from cocoon.agent.trim import GuestAgentService
     from cocoon.linux import syscalls as sc
-    from cocoon.protocols.gen import agent_pb2, health_pb2
+    from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2
     from cocoon.ttrpc.server import Server
 
     server = Server()
     server.register_service(agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
                             AgentService(state))
     server.register_service(health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
+    server.register_service(guest_pb2.DESCRIPTOR.services_by_name["GuestAgent"],
+                            GuestAgentService())
     device = channel.find_port()
     logger.info("agent channel %s at %.3f s", device, uptime())
     port = channel.Port(device)
@@ -69,6 +72,22 @@ async def serve(state: AgentState) -> None:
         port.finish(session)
 
 
+# Imported now although only some containers need them: a VM saved as a template after this
+# point gives its clones these modules loaded, where an import after a restore would read and
+# unmarshal them again in every clone.
+LATE_IMPORTS = ("seccomp",)
+
+
+def _import_the_rest() -> None:
+    import importlib
+
+    for name in LATE_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            logger.warning("cannot import %s: %s", name, err)
+
+
 def main() -> None:
     from cocoon import log
 
@@ -81,6 +100,7 @@ def main() -> None:
     from cocoon.agent.service import AgentState
     from cocoon.linux import syscalls as sc
 
+    _import_the_rest()
     logger.info("services imported at %.3f s", uptime())
     try:
         pid1.boot()

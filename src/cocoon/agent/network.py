@@ -9,6 +9,7 @@ guest state) and answers with what the guest now has, read back from the kernel.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
@@ -22,6 +23,8 @@ from cocoon.ttrpc.status import StatusCode
 logger = logging.getLogger("cocoon.agent.network")
 
 MAX_IFNAME = 15
+DEVICE_WAIT = 5.0   # seconds a hot-plugged NIC gets to appear
+DEVICE_POLL = 0.01
 _FAMILY_PROTO: dict[int, kata_types_pb2.IPFamily] = {
     int(socket.AF_INET): kata_types_pb2.v4, int(socket.AF_INET6): kata_types_pb2.v6}
 _KERNEL_CODES = {errno.EINVAL: StatusCode.INVALID_ARGUMENT, errno.ENODEV: StatusCode.NOT_FOUND,
@@ -106,8 +109,23 @@ def apply_interface(nl: rtnl.Rtnl, interface: kata_types_pb2.Interface) -> rtnl.
     return next(candidate for candidate in nl.links() if candidate.index == link.index)
 
 
-async def update_interface(interface: kata_types_pb2.Interface) -> kata_types_pb2.Interface:
+async def _wait_for_mac(mac: str, timeout: float) -> None:
+    """A NIC hot-plugged into a restored VM appears a little after the host added it (the
+    guest probes the PCI slot); wait for its MAC up to `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        with rtnl.Rtnl() as nl:
+            if any(link.mac == mac.lower() for link in nl.links()):
+                return
+        await asyncio.sleep(DEVICE_POLL)
+
+
+async def update_interface(interface: kata_types_pb2.Interface,
+                           device_wait: float = DEVICE_WAIT) -> kata_types_pb2.Interface:
     try:
+        if interface.hwAddr:
+            await _wait_for_mac(interface.hwAddr, device_wait)
         with rtnl.Rtnl() as nl:
             link = apply_interface(nl, interface)
             addresses = nl.addresses()

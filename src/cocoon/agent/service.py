@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import platform
 import struct
 import time
+import uuid
 from collections import deque
 
 from google.protobuf import empty_pb2
@@ -42,8 +44,18 @@ from cocoon.ttrpc.status import StatusCode
 logger = logging.getLogger("cocoon.agent.service")
 
 MAX_READ = 1 << 20
+DEVICE_WAIT = 5.0   # seconds a hot-plugged virtio-fs device gets to appear
+DEVICE_POLL = 0.01
 OOM_POLL_INTERVAL = 0.1
 EMPTY = empty_pb2.Empty()
+
+
+def _kernel_boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 class AgentState:
@@ -59,6 +71,13 @@ class AgentState:
         self.oom_seen: dict[str, int] = {}
         self.oom_changed = asyncio.Event()
         self.power_off_requested = asyncio.Event()
+        self.boot_id = _kernel_boot_id()
+
+    def new_identity(self) -> None:
+        """A restored clone is a new instance of a saved guest: the kernel's boot id is the
+        template's, shared by every clone, so the agent answers with one of its own, drawn
+        after the host reseeded the guest's RNG."""
+        self.boot_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
 
     def container(self, container_id: str) -> Container:
         try:
@@ -77,7 +96,11 @@ class AgentState:
                 self.oom_changed.set()
 
 
-def _mount_storage(storage: agent_pb2.Storage, state: AgentState) -> None:
+async def _mount_storage(storage: agent_pb2.Storage, state: AgentState,
+                         device_wait: float = DEVICE_WAIT) -> None:
+    """Mount one storage. A virtio-fs device hot-plugged into a restored VM is probed by the
+    guest a little after the host added it: until then its tag is unknown (ENOENT/EINVAL), so
+    the mount is retried up to `device_wait`."""
     target = storage.mount_point
     if not target.startswith("/"):
         raise ContainerError(INVALID_ARGUMENT, f"storage mount point {target!r} is not absolute")
@@ -85,12 +108,20 @@ def _mount_storage(storage: agent_pb2.Storage, state: AgentState) -> None:
         return
     os.makedirs(target, exist_ok=True)
     fstype = storage.fstype or {"virtio-fs": "virtiofs"}.get(storage.driver, storage.driver)
-    try:
-        sc.mount(storage.source, target, fstype, 0, ",".join(storage.options) or None)
-    except OSError as err:
-        raise ContainerError(StatusCode.INTERNAL,
-                             f"mounting {storage.driver} {storage.source} on {target}: "
-                             f"{err.strerror}") from err
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + device_wait
+    while True:
+        try:
+            sc.mount(storage.source, target, fstype, 0, ",".join(storage.options) or None)
+            break
+        except OSError as err:
+            if fstype == "virtiofs" and err.errno in (errno.ENOENT, errno.EINVAL) \
+                    and loop.time() < deadline:
+                await asyncio.sleep(DEVICE_POLL)
+                continue
+            raise ContainerError(StatusCode.INTERNAL,
+                                 f"mounting {storage.driver} {storage.source} on {target}: "
+                                 f"{err.strerror}") from err
     state.mounted.append(target)
 
 
@@ -149,7 +180,7 @@ class AgentService:
         if request.hostname:
             sc.sethostname(request.hostname)
         for storage in request.storages:
-            _mount_storage(storage, self.state)
+            await _mount_storage(storage, self.state)
         return EMPTY
 
     async def DestroySandbox(self, request: agent_pb2.DestroySandboxRequest,
@@ -169,15 +200,13 @@ class AgentService:
                 if line.startswith("MemTotal:"):
                     mem_total = int(line.split()[1]) * 1024
                     break
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot_id = f.read().strip()
         return agent_pb2.GuestDetailsResponse(
             agent_details=agent_pb2.AgentDetails(version=__version__, init_daemon=True,
                                                  storage_handlers=["virtio-fs"],
                                                  supports_seccomp=True),
             kernel_release=platform.release(),
             mem_total_bytes=mem_total,
-            boot_id=boot_id,
+            boot_id=self.state.boot_id,
             agent_started_ns=self.state.started_ns,
             agent_ready_ns=self.state.ready_ns,
             uptime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
@@ -201,6 +230,7 @@ class AgentService:
                     f.write(request.data)  # not credited, but still mixed in
         with open("/dev/urandom", "wb", buffering=0) as f, contextlib.suppress(OSError):
             fcntl.ioctl(f, 0x5207)  # RNDRESEEDCRNG: make the new entropy count now
+        self.state.new_identity()
         return EMPTY
 
     async def CopyFile(self, request: agent_pb2.CopyFileRequest,
@@ -228,7 +258,7 @@ class AgentService:
         if cid in self.state.containers:
             raise ContainerError(ALREADY_EXISTS, f"container {cid!r} already exists")
         for storage in request.storages:
-            _mount_storage(storage, self.state)
+            await _mount_storage(storage, self.state)
         try:
             spec = parse_spec(convert.spec_from_proto(request.OCI).to_dict(),
                               source=f"container {cid} spec")

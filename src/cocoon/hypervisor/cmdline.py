@@ -55,10 +55,9 @@ def build_command(config: VMConfig) -> list[str]:
                  "-device", _option(fs_device(index, share))]
     for index, nic in enumerate(config.nics):
         argv += ["-netdev", _netdev(index, nic), "-device", _option(net_device(index, nic))]
-    if config.ignore_shared_ram:
-        argv += ["-global", "migration.x-ignore-shared=on"]
     if config.incoming_fd is not None:
-        argv += ["-incoming", f"fd:{config.incoming_fd}"]
+        # the state is read from the fd once QMP has set the migration capabilities
+        argv += ["-incoming", "defer"]
     if config.pidfile is not None:
         argv += ["-pidfile", str(config.pidfile)]
     return argv

@@ -128,11 +128,11 @@ class VMConfig:
     hotplug_ports: int = 0
     pidfile: Path | None = None
     qemu_binary: str = "qemu-system-x86_64"
-    # Restore from a saved VM instead of booting: QEMU reads the device state from this
-    # inherited fd at start (`-incoming fd:N`), with shared RAM blocks left out of the stream.
+    # Restore from a saved VM instead of booting: QEMU reads the saved state from this
+    # inherited fd (`-incoming defer`, then `migrate-incoming` once QMP is up).
     incoming_fd: int | None = None
-    # Migration leaves RAM blocks that are shared (share=on) out of the stream: what templates
-    # and their clones are made with.
+    # Saving and restoring leave shared RAM blocks (share=on) out of the stream (the
+    # x-ignore-shared capability): what templates and their clones are made with.
     ignore_shared_ram: bool = False
     balloon: bool = False  # virtio-balloon with free page reporting
 

@@ -124,6 +124,14 @@ class QemuVM:
             await self.kill()
             raise
         self.mark("qmp-connected")
+        if self.config.incoming_fd is not None:
+            try:
+                await self._set_capabilities()
+                await self.execute("migrate-incoming",
+                                   {"uri": f"fd:{self.config.incoming_fd}"})
+            except BaseException:
+                await self.kill()
+                raise
 
     async def _connect_qmp(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -217,11 +225,17 @@ class QemuVM:
 
     # --- templates: save, restore, hot-plug ---------------------------------------------------
 
+    async def _set_capabilities(self) -> None:
+        if self.config.ignore_shared_ram:
+            await self.execute("migrate-set-capabilities", {"capabilities": [
+                {"capability": "x-ignore-shared", "state": True}]})
+
     async def wait_restored(self, timeout: float = 30.0) -> None:
         """Wait until QEMU has loaded the state it was started with (`incoming_fd`).
 
-        QEMU runs the guest by itself once the state is in; a state it cannot load makes it
-        exit, which raises `VMDiedError` here with its words from the console log.
+        The guest stays paused (a template is saved paused, and a restored VM keeps the run
+        state it was saved in) until `resume()`. A state QEMU cannot load makes it exit, which
+        raises `VMDiedError` here with its words from the console log.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -237,6 +251,10 @@ class QemuVM:
                                   "saved state", vm=self.config.name, status=status,
                                   console_tail=self.console_tail())
         self.mark("restored")
+
+    async def resume(self) -> None:
+        await self.execute("cont")
+        self.mark("resumed")
 
     async def plug_share(self, index: int, share: VirtioFsShare, port: int) -> None:
         """Hot-plug a virtio-fs device (virtiofsd must be listening on its socket)."""
@@ -259,6 +277,7 @@ class QemuVM:
         used VM twice), so the caller quits it next."""
         qmp = self._require_qmp("migrate")
         await self.execute("stop")
+        await self._set_capabilities()
         await self.execute("migrate-set-parameters", {"max-bandwidth": 1 << 40})
         qmp.send_fd_scm(fd)
         await self.execute("getfd", {"fdname": "cocoon-save"})

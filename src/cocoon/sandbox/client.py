@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from cocoon.protocols.gen import agent_pb2, health_pb2, monitor_pb2
+from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, monitor_pb2
 from cocoon.ttrpc.client import Client
 
 M = TypeVar("M", bound=Message)
@@ -20,6 +20,7 @@ M = TypeVar("M", bound=Message)
 AGENT = "grpc.AgentService"
 HEALTH = "grpc.Health"
 MONITOR = "cocoon.Monitor"
+GUEST = "cocoon.GuestAgent"
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -58,6 +59,12 @@ class SandboxClient:
                             ) -> agent_pb2.GuestDetailsResponse:
         return await self.agent("GetGuestDetails", agent_pb2.GuestDetailsRequest(),
                                 agent_pb2.GuestDetailsResponse, timeout)
+
+    async def trim_memory(self, keep_free: int, timeout: float | None = DEFAULT_TIMEOUT
+                          ) -> guest_pb2.TrimMemoryResponse:
+        return await self.ttrpc.call(GUEST, "TrimMemory",
+                                     guest_pb2.TrimMemoryRequest(keep_free_bytes=keep_free),
+                                     guest_pb2.TrimMemoryResponse, timeout=timeout)
 
     async def status(self, timeout: float | None = 5.0) -> monitor_pb2.StatusResponse:
         return await self.ttrpc.call(MONITOR, "Status", monitor_pb2.StatusRequest(),

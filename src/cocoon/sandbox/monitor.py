@@ -28,22 +28,26 @@ from google.protobuf import empty_pb2
 
 from cocoon import log, network
 from cocoon.errors import CocoonError, RPCError, SandboxError
-from cocoon.guest import assets
 from cocoon.hypervisor import accel as accel_mod
-from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
+from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare, VMConfig
 from cocoon.hypervisor.qemu import QemuVM, describe_exit
 from cocoon.protocols.gen import agent_pb2, monitor_pb2
+from cocoon.runtime import sizing
+from cocoon.sandbox import vmstart
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.proxy import AgentProxy
 from cocoon.sandbox.share import GUEST_MOUNTPOINT, VIRTIOFS_TAG, Share, remove_vm_dir
 from cocoon.sandbox.virtiofsd import Virtiofsd
+from cocoon.template import clone, store
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.sandbox.monitor")
 
 MAX_AGENT_FAILURES = 3   # protocol errors from the guest before the sandbox is given up
 DESTROY_GRACE = 3.0      # seconds for the guest to power off after DestroySandbox
+CLONE_AGENT_TIMEOUT = 10.0  # a clone's agent answers in well under a second, or never will
+RESEED_BYTES = 512
 
 
 class Monitor:
@@ -67,6 +71,8 @@ class Monitor:
         self._stop = asyncio.Event()
         self._torn_down = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._vm_tasks: list[asyncio.Task[Any]] = []
+        self.started_from = ""
 
     # --- phases ------------------------------------------------------------------------------
 
@@ -78,48 +84,38 @@ class Monitor:
     # --- start -------------------------------------------------------------------------------
 
     async def boot(self) -> None:
-        layout = self.layout
-        kernel, initrd = await asyncio.to_thread(self._boot_files)
+        """Start the VM (a clone of a template, else a cold boot), wait for its agent, and make
+        it this sandbox's: share mounted, network configured."""
         decision = await accel_mod.choose_accel_async(
             cache_dir=Path(self.config.asset_dir) if self.config.asset_dir else None)
         self.accel = decision.accel
-        shares: tuple[VirtioFsShare, ...] = ()
-        backend = None
-        if self.config.share:
-            self.share = Share(layout.shared)
-            self.share.create()
-            self.virtiofsd = Virtiofsd(layout.virtiofs_socket, layout.shared,
-                                       layout.root / "virtiofsd.log")
-            await self.virtiofsd.start()
-            shares = (VirtioFsShare(VIRTIOFS_TAG, layout.virtiofs_socket),)
-            backend = MemoryBackend("memfd", share=True)
+        boot = await asyncio.to_thread(vmstart.guest_boot, self.config, decision)
+        template = await vmstart.obtain_template(self.config, boot, self.layout.root,
+                                                 default_memory_mib=sizing.VM_MEMORY_MIB)
+        self.server = await asyncio.start_unix_server(self.proxy.serve_client,
+                                                      path=str(self.layout.monitor_socket))
+        os.chmod(self.layout.monitor_socket, 0o600)
+        self.client = await self._internal_client()
+        shares = await self._start_share()
         # the container's network namespace: taps and tc redirects before QEMU gets the taps
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
-        args = list(self.config.kernel_args)
-        if self.config.debug:
-            args.append("COCOON_AGENT_LOG=DEBUG")
-        vm_config = VMConfig(
-            name=f"cocoon-{layout.root.name}",
-            kernel=kernel, initrd=initrd, kernel_args=tuple(args),
-            qmp_socket=layout.qmp_socket, console_log=layout.console_log,
-            memory_mib=self.config.memory_mib, vcpus=self.config.vcpus,
-            accel=decision.accel, cpu_model=decision.cpu_model,
-            machine=self.config.machine,  # type: ignore[arg-type]
-            agent_socket=layout.agent_socket, memory_backend=backend, shares=shares,
-            nics=self.network.nics if self.network else ())
-        self.t0 = time.monotonic()
-        self.vm = QemuVM(vm_config)
-        await self.vm.start()
+        nics = self.network.nics if self.network else ()
+        if template is not None:
+            try:
+                await self._start_clone(template, shares, nics)
+            except (CocoonError, OSError) as err:
+                if self.stop_reason:
+                    raise
+                logger.warning("sandbox %s: the clone of template %s failed (%s); booting cold",
+                               self.id, template.name, err)
+                await self._abandon_vm()
+                template = None
+                shares = await self._start_share()  # virtiofsd left with the failed clone
+        if template is None:
+            await self._start_cold(boot, shares, nics)
         if self.network is not None:
             self.network.close_fds()  # QEMU holds the taps now: they die with it
-        self.mark("qemu started", self.t0)
-        self._tasks.append(asyncio.create_task(self._watch_qemu(), name="watch-qemu"))
-        self._tasks.append(asyncio.create_task(self._agent_loop(), name="agent-channel"))
-        self.server = await asyncio.start_unix_server(self.proxy.serve_client,
-                                                      path=str(layout.monitor_socket))
-        os.chmod(layout.monitor_socket, 0o600)
-        self.client = await self._internal_client()
-        await self._wait_for_agent()
+        assert self.client is not None
         storages = []
         if self.config.share:
             storages.append(agent_pb2.Storage(driver="virtio-fs", source=VIRTIOFS_TAG,
@@ -133,14 +129,89 @@ class Monitor:
             self.mark("network configured")
         self.state = "running"
 
-    def _boot_files(self) -> tuple[Path, Path]:
-        """The kernel and initrd to boot: the agent's image, or the configured variant."""
-        cache = Path(self.config.asset_dir) if self.config.asset_dir else None
-        if self.config.initrd:
-            kernel = assets.find_kernel(cache) or assets.ensure_kernel(cache)
-            return kernel.vmlinuz, Path(self.config.initrd)
-        image = assets.find_guest_image(cache) or assets.ensure_guest_image(cache)
-        return image.kernel.vmlinuz, image.initrd
+    async def _start_share(self) -> tuple[VirtioFsShare, ...]:
+        """The share and its virtiofsd (started again when a failed clone took it down)."""
+        if not self.config.share:
+            return ()
+        if self.share is None:
+            self.share = Share(self.layout.shared)
+            self.share.create()
+        if self.virtiofsd is None or not self.virtiofsd.running:
+            self.virtiofsd = Virtiofsd(self.layout.virtiofs_socket, self.layout.shared,
+                                       self.layout.root / "virtiofsd.log")
+            await self.virtiofsd.start()
+        return (VirtioFsShare(VIRTIOFS_TAG, self.layout.virtiofs_socket),)
+
+    async def _start_cold(self, boot: vmstart.GuestBoot, shares: tuple[VirtioFsShare, ...],
+                          nics: tuple[NetInterface, ...]) -> None:
+        self.started_from = "cold boot"
+        await self._start_vm(vmstart.cold_config(self.config, boot, shares=shares, nics=nics))
+        await self._wait_for_agent(self.config.boot_timeout)
+        await self._guest_timeline()
+
+    async def _start_clone(self, template: store.Template, shares: tuple[VirtioFsShare, ...],
+                           nics: tuple[NetInterface, ...]) -> None:
+        """Restore a clone of `template`, plug the sandbox's devices into it, and make it a new
+        instance: the RNG reseeded with host entropy before anything else, the clock set."""
+        self.started_from = f"template {template.name}"
+        memory_fd = None
+        if shares:  # virtiofsd maps guest RAM: a private copy of the template's, shared
+            started = time.monotonic()
+            memory_fd, copied = await asyncio.to_thread(clone.copy_into_memfd, template.ram)
+            memory = MemoryBackend("fd", fd=memory_fd, share=True)
+            logger.info("sandbox %s: %d MiB of template RAM copied in %.3f s", self.id,
+                        copied >> 20, time.monotonic() - started)
+        else:  # the template's RAM file itself, copy-on-write
+            memory = MemoryBackend("file", template.ram, share=False)
+        state_fd = os.open(template.state, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            await self._start_vm(vmstart.clone_config(self.layout, template, memory=memory,
+                                                      state_fd=state_fd))
+        finally:
+            os.close(state_fd)
+            clone.close_quietly(memory_fd)
+        assert self.vm is not None and self.client is not None
+        await self.vm.wait_restored()
+        self.mark("restored")
+        port = 0
+        for index, share in enumerate(shares):
+            await self.vm.plug_share(index, share, port)
+            port += 1
+        for index, nic in enumerate(nics):
+            await self.vm.plug_nic(index, nic, port)
+            port += 1
+        await self.vm.resume()
+        await self._wait_for_agent(CLONE_AGENT_TIMEOUT)
+        await self.client.agent("ReseedRandomDev", agent_pb2.ReseedRandomDevRequest(
+            data=os.urandom(RESEED_BYTES)), empty_pb2.Empty, timeout=10.0)
+        now = time.time_ns()
+        await self.client.agent("SetGuestDateTime", agent_pb2.SetGuestDateTimeRequest(
+            Sec=now // 1_000_000_000, Usec=now % 1_000_000_000 // 1000), empty_pb2.Empty,
+            timeout=10.0)
+        self.details = await self.client.guest_details(timeout=5.0)
+        self.mark("reseeded and clock set")
+
+    async def _start_vm(self, config: VMConfig) -> None:
+        self.t0 = time.monotonic()
+        vm = QemuVM(config)
+        self.vm = vm
+        await vm.start()
+        self.mark("qemu started", self.t0)
+        self._vm_tasks = [asyncio.create_task(self._watch_qemu(vm), name="watch-qemu"),
+                          asyncio.create_task(self._agent_loop(vm), name="agent-channel")]
+        self._tasks.extend(self._vm_tasks)
+
+    async def _abandon_vm(self) -> None:
+        """Stop a VM that did not come up, so that another can take its place."""
+        vm, self.vm = self.vm, None
+        for task in self._vm_tasks:
+            task.cancel()
+        await asyncio.gather(*self._vm_tasks, return_exceptions=True)
+        self._vm_tasks = []
+        if vm is not None:
+            with contextlib.suppress(CocoonError, OSError):
+                await vm.stop(grace=0)
+        await self.proxy.fail_pending("the VM was replaced")
 
     async def _internal_client(self) -> SandboxClient:
         """The monitor's own calls go through its proxy like everyone else's."""
@@ -151,17 +222,21 @@ class Monitor:
         r, w = await asyncio.open_unix_connection(sock=mine)
         return SandboxClient.over(r, w, peer=f"sandbox {self.id}")
 
-    async def _wait_for_agent(self) -> None:
+    async def _wait_for_agent(self, timeout: float) -> None:
         assert self.client is not None and self.vm is not None
-        deadline = time.monotonic() + self.config.boot_timeout
+        vm = self.vm
+        deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SandboxError(
                     f"sandbox {self.id}: the agent did not answer within "
-                    f"{self.config.boot_timeout:.0f} s (console: {self._console_hint()})")
+                    f"{timeout:.0f} s (console: {self._console_hint()})")
             if self.stop_reason:
                 raise SandboxError(f"sandbox {self.id}: {self.stop_reason} "
+                                   f"(console: {self._console_hint()})")
+            if not vm.running:
+                raise SandboxError(f"sandbox {self.id}: {self._qemu_reason(vm)} "
                                    f"(console: {self._console_hint()})")
             try:
                 await self.client.health(timeout=min(remaining, 5.0))
@@ -170,6 +245,11 @@ class Monitor:
                 if err.code not in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED):
                     raise
                 await asyncio.sleep(0.02)
+        self.mark("health answered")
+
+    async def _guest_timeline(self) -> None:
+        """After a cold boot: when the kernel and the agent started, from the guest's uptime."""
+        assert self.client is not None
         ready_host = time.monotonic()
         self.details = await self.client.guest_details(timeout=5.0)
         uptime = self.details.uptime_ns / 1e9
@@ -177,7 +257,6 @@ class Monitor:
         self.mark("kernel started", kernel_start)
         self.mark("agent started", kernel_start + self.details.agent_started_ns / 1e9)
         self.mark("agent ready", kernel_start + self.details.agent_ready_ns / 1e9)
-        self.mark("health answered", ready_host)
 
     def _console_hint(self) -> str:
         if self.vm is None:
@@ -187,7 +266,7 @@ class Monitor:
 
     # --- running -----------------------------------------------------------------------------
 
-    async def _agent_loop(self) -> None:
+    async def _agent_loop(self, vm: QemuVM) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
@@ -197,10 +276,10 @@ class Monitor:
                 await asyncio.sleep(0.02)
                 continue
             reason = await self.proxy.run_agent(reader, writer)
-            if self.vm is not None and await _exited_within(self.vm, 0.5):
-                reason = self._qemu_reason()
+            if await _exited_within(vm, 0.5):
+                reason = self._qemu_reason(vm)
             await self.proxy.fail_pending(reason)
-            if self._stop.is_set() or (self.vm is not None and not self.vm.running):
+            if self._stop.is_set() or not vm.running:
                 return
             if "protocol error" in reason:
                 failures += 1
@@ -209,16 +288,16 @@ class Monitor:
                     return
             await asyncio.sleep(0.05)
 
-    def _qemu_reason(self) -> str:
-        assert self.vm is not None
-        return f"the VM exited ({describe_exit(self.vm.returncode)})"
+    def _qemu_reason(self, vm: QemuVM) -> str:
+        return f"the VM exited ({describe_exit(vm.returncode)})"
 
-    async def _watch_qemu(self) -> None:
-        assert self.vm is not None
+    async def _watch_qemu(self, vm: QemuVM) -> None:
+        """Once the sandbox runs, QEMU's end is the sandbox's; while it boots, the boot notices
+        (and may replace a clone that died by a cold boot)."""
         with contextlib.suppress(CocoonError):
-            await self.vm.wait()
-        if not self._stop.is_set():
-            reason = self._qemu_reason()
+            await vm.wait()
+        if not self._stop.is_set() and self.state != "booting":
+            reason = self._qemu_reason(vm)
             logger.warning("sandbox %s: %s", self.id, reason)
             await self.proxy.fail_pending(reason)
             self.request_stop(reason)
@@ -247,7 +326,8 @@ class Monitor:
             kernel_release=self.details.kernel_release if self.details else "",
             boot_id=self.details.boot_id if self.details else "",
             console_log=str(self.layout.console_log),
-            virtiofsd_pid=(self.virtiofsd.pid or 0) if self.virtiofsd else 0)
+            virtiofsd_pid=(self.virtiofsd.pid or 0) if self.virtiofsd else 0,
+            started_from=self.started_from)
 
     # --- stop --------------------------------------------------------------------------------
 
@@ -329,7 +409,8 @@ async def run(config: SandboxConfig, ready_fd: int | None) -> int:
                        "qemu_pid": monitor.vm.pid if monitor.vm else None,
                        "kernel_release": details.kernel_release if details else "",
                        "boot_id": details.boot_id if details else "",
-                       "accel": monitor.accel, "phases": monitor.phases})
+                       "accel": monitor.accel, "started_from": monitor.started_from,
+                       "phases": monitor.phases})
     await monitor.wait_stopped()
     logger.info("sandbox %s stopping: %s", config.sandbox_id, monitor.stop_reason)
     await monitor.teardown()

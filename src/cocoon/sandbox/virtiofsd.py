@@ -53,6 +53,10 @@ class Virtiofsd:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
     async def start(self, timeout: float = 5.0) -> None:
         if not VIRTIOFSD.exists():
             raise SandboxError(f"virtiofsd not found at {VIRTIOFSD} "

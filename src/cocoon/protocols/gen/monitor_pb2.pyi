@@ -19,7 +19,7 @@ class Phase(_message.Message):
     def __init__(self, name: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("sandbox_id", "monitor_pid", "qemu_pid", "state", "phases", "accel", "kernel_release", "boot_id", "console_log", "virtiofsd_pid")
+    __slots__ = ("sandbox_id", "monitor_pid", "qemu_pid", "state", "phases", "accel", "kernel_release", "boot_id", "console_log", "virtiofsd_pid", "started_from")
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     MONITOR_PID_FIELD_NUMBER: _ClassVar[int]
     QEMU_PID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class StatusResponse(_message.Message):
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     CONSOLE_LOG_FIELD_NUMBER: _ClassVar[int]
     VIRTIOFSD_PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FROM_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     monitor_pid: int
     qemu_pid: int
@@ -40,7 +41,8 @@ class StatusResponse(_message.Message):
     boot_id: str
     console_log: str
     virtiofsd_pid: int
-    def __init__(self, sandbox_id: _Optional[str] = ..., monitor_pid: _Optional[int] = ..., qemu_pid: _Optional[int] = ..., state: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., accel: _Optional[str] = ..., kernel_release: _Optional[str] = ..., boot_id: _Optional[str] = ..., console_log: _Optional[str] = ..., virtiofsd_pid: _Optional[int] = ...) -> None: ...
+    started_from: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., monitor_pid: _Optional[int] = ..., qemu_pid: _Optional[int] = ..., state: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., accel: _Optional[str] = ..., kernel_release: _Optional[str] = ..., boot_id: _Optional[str] = ..., console_log: _Optional[str] = ..., virtiofsd_pid: _Optional[int] = ..., started_from: _Optional[str] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ("grace_seconds",)

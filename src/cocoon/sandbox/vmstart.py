@@ -1,0 +1,126 @@
+"""What a sandbox's VM starts from: a clone of a template when one fits, a cold boot otherwise.
+
+The monitor asks `guest_boot` for the guest (kernel, image, accelerator), `obtain_template` for
+a template (finding it, checking it, building it on first use under its lock), and the two
+`*_config` functions for the QEMU it starts. Every reason to boot cold is logged (debug level
+when it is the policy, a warning when a template was there but damaged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocoon.errors import TemplateError
+from cocoon.guest import assets
+from cocoon.guest.cache import resolve_cache_dir
+from cocoon.guest.kernel import Kernel
+from cocoon.hypervisor import accel as accel_mod
+from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare, VMConfig
+from cocoon.sandbox.layout import Layout, SandboxConfig
+from cocoon.template import build, policy, store
+from cocoon.template.spec import HOTPLUG_PORTS, TemplateSpec
+
+logger = logging.getLogger("cocoon.sandbox.vmstart")
+
+TEMPLATE_MACHINE = "q35"  # empty PCIe root ports make hot-plug cheap (see docs/templates.md)
+BUILD_LOCK_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class GuestBoot:
+    kernel: Kernel
+    initrd: Path
+    image_digest: str | None  # None: a custom initrd (test variants), never templated
+    decision: accel_mod.AccelDecision
+    cache: Path
+
+
+def guest_boot(config: SandboxConfig, decision: accel_mod.AccelDecision) -> GuestBoot:
+    """The kernel and initrd to boot: the agent's image, or the configured variant (blocking:
+    may build assets on first use)."""
+    cache = resolve_cache_dir(Path(config.asset_dir) if config.asset_dir else None)
+    if config.initrd:
+        kernel = assets.find_kernel(cache) or assets.ensure_kernel(cache)
+        return GuestBoot(kernel, Path(config.initrd), None, decision, cache)
+    image = assets.find_guest_image(cache) or assets.ensure_guest_image(cache)
+    return GuestBoot(image.kernel, image.initrd, image.digest, decision, cache)
+
+
+def kernel_args(config: SandboxConfig) -> tuple[str, ...]:
+    args = list(config.kernel_args)
+    if config.debug:
+        args.append("COCOON_AGENT_LOG=DEBUG")
+    return tuple(args)
+
+
+def template_spec(config: SandboxConfig, boot: GuestBoot) -> TemplateSpec:
+    return TemplateSpec(
+        kernel=str(boot.kernel.vmlinuz),
+        kernel_id=f"{boot.kernel.release} {boot.kernel.package_version}",
+        initrd=str(boot.initrd), image_digest=boot.image_digest or "",
+        memory_mib=config.memory_mib, vcpus=config.vcpus, machine=TEMPLATE_MACHINE,
+        accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
+        kernel_args=kernel_args(config), qemu_version=accel_mod.qemu_version(),
+        tb_size_mib=VMConfig.tb_size_mib if boot.decision.accel == "tcg" else None,
+        hotplug_ports=HOTPLUG_PORTS)
+
+
+async def obtain_template(config: SandboxConfig, boot: GuestBoot, work: Path,
+                          default_memory_mib: int) -> store.Template | None:
+    """The template to clone for this sandbox, built now if it should be and is missing; None
+    (with the reason logged) to boot cold."""
+    choice = policy.decide(accel=boot.decision.accel, memory_mib=config.memory_mib,
+                           default_mib=default_memory_mib,
+                           custom_initrd=boot.image_digest is None)
+    if not choice.use:
+        logger.debug("sandbox %s boots cold: %s", config.sandbox_id, choice.reason)
+        return None
+    spec = template_spec(config, boot)
+    found = _whole_or_none(boot.cache, spec)
+    if found is not None or not choice.build:
+        if found is None:
+            logger.debug("sandbox %s boots cold: no template %s; %s", config.sandbox_id,
+                         spec.name, choice.reason)
+        return found
+    async with store.locked(boot.cache, spec.name, BUILD_LOCK_TIMEOUT):
+        found = _whole_or_none(boot.cache, spec)  # another process may have built it meanwhile
+        if found is None:
+            logger.info("sandbox %s: building template %s (%s)", config.sandbox_id, spec.name,
+                        choice.reason)
+            found = await build.build(spec, boot.cache, work, boot_timeout=config.boot_timeout)
+    return found
+
+
+def _whole_or_none(cache: Path, spec: TemplateSpec) -> store.Template | None:
+    try:
+        return store.find(cache, spec)
+    except TemplateError as err:
+        logger.warning("%s; removing it (a cold boot, or a new template, takes its place)", err)
+        store.remove(store.template_dir(cache, spec))
+        return None
+
+
+def cold_config(config: SandboxConfig, boot: GuestBoot, *, shares: tuple[VirtioFsShare, ...],
+                nics: tuple[NetInterface, ...]) -> VMConfig:
+    """A VM that boots the kernel, with its shares and NICs from the start."""
+    layout = config.layout
+    return VMConfig(
+        name=f"cocoon-{layout.root.name}", kernel=boot.kernel.vmlinuz, initrd=boot.initrd,
+        kernel_args=kernel_args(config), qmp_socket=layout.qmp_socket,
+        console_log=layout.console_log, memory_mib=config.memory_mib, vcpus=config.vcpus,
+        accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
+        machine=config.machine,  # type: ignore[arg-type]
+        agent_socket=layout.agent_socket,
+        memory_backend=MemoryBackend("memfd", share=True) if shares else None,
+        shares=shares, nics=nics)
+
+
+def clone_config(layout: Layout, template: store.Template, *, memory: MemoryBackend,
+                 state_fd: int) -> VMConfig:
+    """A VM restored from `template`: its devices exactly, its RAM as `memory`."""
+    return build.vm_config(template.spec, name=f"cocoon-{layout.root.name}",
+                           qmp_socket=layout.qmp_socket, agent_socket=layout.agent_socket,
+                           console_log=layout.console_log, memory=memory,
+                           incoming_fd=state_fd)
