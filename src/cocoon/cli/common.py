@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING
 
 from cocoon.cli.context import Context
 from cocoon.errors import ConfigError
-from cocoon.runtime.operations import Runtime
+
+if TYPE_CHECKING:
+    from cocoon.runtime.operations import Runtime
 
 
 def runtime(ctx: Context) -> Runtime:
+    """The runtime over the context's state root; imported here, by the verbs that drive VMs,
+    and not by those that only read state."""
+    from cocoon.runtime.operations import Runtime
+
     return Runtime(ctx.root, debug=ctx.debug)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cocoon.cli.common import parse_signal, runtime
+from cocoon.cli.common import parse_signal
 from cocoon.cli.context import Context
+from cocoon.oci.state import StateStore
+from cocoon.runtime import control
 
 
 def register(sub: Any) -> None:
@@ -19,5 +21,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    runtime(ctx).kill(args.container_id, parse_signal(args.signal), all_processes=args.all)
+    control.kill(StateStore(ctx.root), args.container_id, parse_signal(args.signal),
+                 all_processes=args.all)
     return 0

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from cocoon.cli.common import runtime
 from cocoon.cli.context import Context
+from cocoon.oci.state import StateStore
 
 
 def register(sub: Any) -> None:
@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    states = [s.oci_state() for s in runtime(ctx).containers()]
+    states = [s.oci_state() for s in StateStore(ctx.root).load_all()]
     if args.quiet:
         for state in states:
             print(state["id"])

@@ -1,8 +1,11 @@
 """The `cocoon` command: runc's global flags, then one verb; each verb lives in its own module.
 
 A verb module exposes `register(subparsers)`, which adds its parser and sets `func` to a
-`(args, ctx) -> int` callable. Verb modules keep heavy imports inside their functions so that
-every invocation stays fast.
+`(args, ctx) -> int` callable. Only the module of the verb asked for is imported: engines call
+`state` many times per container, and it must not pay for QEMU, protobuf and the sandbox
+machinery that `create` needs. The top-level parser lists every verb from the VERBS table (the
+one-line helps, checked against the modules by the unit tests); a first pass over it finds the
+verb, a second parses the whole command line with that verb's own parser.
 """
 
 from __future__ import annotations
@@ -18,16 +21,36 @@ from cocoon import __version__, log
 from cocoon.cli.context import Context
 from cocoon.errors import CocoonError
 
-# verb module names under cocoon.cli, in the order `--help` lists them
-VERB_MODULES: tuple[str, ...] = (
-    "create", "start", "state", "kill", "delete", "run", "exec", "ps", "list", "pause",
-    "update", "events", "spec", "features", "version", "check", "env", "assets", "demo",
-)
+# verb -> (its module under cocoon.cli, its one-line help), in the order `--help` lists them
+VERBS: dict[str, tuple[str, str]] = {
+    "create": ("create", "create a container (boots its VM)"),
+    "start": ("start", "start a created container"),
+    "state": ("state", "print the state of a container as JSON"),
+    "kill": ("kill", "send a signal to a container (default SIGTERM)"),
+    "delete": ("delete", "delete a container and everything it holds"),
+    "run": ("run", "create and start a container"),
+    "exec": ("exec", "run a process in a running container"),
+    "ps": ("ps", "list the processes of a container"),
+    "list": ("list", "list containers"),
+    "pause": ("pause", "freeze every process of a container"),
+    "resume": ("pause", "thaw a paused container"),
+    "update": ("update", "update a container's resource limits"),
+    "events": ("events", "print container statistics and OOM events"),
+    "spec": ("spec", "create a new specification file (config.json)"),
+    "features": ("features", "print the features this runtime supports"),
+    "version": ("version", "print version information"),
+    "check": ("check", "check that this host can run Cocoon VMs"),
+    "env": ("env", "show Cocoon's paths, versions and settings"),
+    "assets": ("assets", "build or inspect the guest kernel and images"),
+    "demo": ("demo", "run a busybox container in its own VM"),
+}
 
 logger = logging.getLogger("cocoon.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the whole command line, with `verb`'s own parser (imported from its
+    module); every other verb gets a stand-in that only names it and takes any arguments."""
     parser = argparse.ArgumentParser(
         prog="cocoon",
         description="Cocoon: an OCI runtime that runs every container in its own VM.",
@@ -42,15 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--version", action="version",
                         version=f"cocoon version {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
-    for name in VERB_MODULES:
-        module = importlib.import_module(f"cocoon.cli.{name}")
-        module.register(sub)
+    registered: set[str] = set()
+    if verb in VERBS:
+        importlib.import_module(f"cocoon.cli.{VERBS[verb][0]}").register(sub)
+        registered.update(sub.choices)
+    for name, (_, help_text) in VERBS.items():
+        if name not in registered:
+            stand_in = sub.add_parser(name, help=help_text, add_help=False)
+            stand_in.add_argument("arguments", nargs=argparse.REMAINDER)
+            stand_in.set_defaults(stand_in=True)
     return parser
 
 
+def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Find the verb with the stand-ins (global options and `--help` act as usual), then parse
+    again with the verb's own parser."""
+    first, _ = build_parser().parse_known_args(argv)
+    parser = build_parser(first.verb)
+    return parser, parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, args = parse(argv)
     level = logging.DEBUG if args.debug else logging.WARNING
     log.setup(level, args.log_format, args.log)
     if not getattr(args, "func", None):

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from cocoon.cli.common import runtime
 from cocoon.cli.context import Context
+from cocoon.oci.state import StateStore
 
 
 def register(sub: Any) -> None:
@@ -17,5 +17,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    print(json.dumps(runtime(ctx).state(args.container_id), indent=2))
+    # what Runtime.state answers, without importing the runtime: the stored state, its status
+    # corrected by whether the container's shim still lives
+    print(json.dumps(StateStore(ctx.root).load(args.container_id).oci_state(), indent=2))
     return 0

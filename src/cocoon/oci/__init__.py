@@ -1,7 +1,7 @@
 """The OCI layer: config.json model and validation (`spec`), bundles (`bundle`), the default
-config (`default`) and conversions to the agent API's messages (`convert`)."""
+config (`default`), conversions to the agent API's messages (`convert`) and container state
+(`state`).
 
-from cocoon.oci.bundle import Bundle, load_bundle
-from cocoon.oci.spec import Spec, load_spec, parse_spec
-
-__all__ = ["Bundle", "Spec", "load_bundle", "load_spec", "parse_spec"]
+Import the modules themselves: the package imports none of them, so reading a container's
+state does not pay for the config.json model.
+"""

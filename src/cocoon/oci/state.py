@@ -8,6 +8,7 @@ as youki keeps them: `can_start()`, `can_kill()`, ...
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import enum
 import fcntl
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cocoon.errors import (
+    CocoonError,
     ConfigError,
     ContainerExistsError,
     ContainerNotFoundError,
@@ -217,6 +219,14 @@ class StateStore:
             return []
         return sorted(p.name for p in self.root.iterdir()
                       if (p / STATE_FILE).exists() and _ID_RE.match(p.name))
+
+    def load_all(self) -> builtins.list[ContainerState]:
+        """Every container's state, skipping those removed or unreadable meanwhile."""
+        states = []
+        for container_id in self.list():
+            with contextlib.suppress(CocoonError):
+                states.append(self.load(container_id))
+        return states
 
 
 def require(status: Status, allowed: bool, container_id: str, action: str) -> None:

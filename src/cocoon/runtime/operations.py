@@ -37,7 +37,8 @@ from cocoon.oci.state import (
     validate_id,
 )
 from cocoon.protocols.gen import agent_pb2
-from cocoon.runtime import console, hooks, shim
+from cocoon.runtime import console, control, hooks, shim
+from cocoon.runtime.control import CALL_TIMEOUT
 from cocoon.runtime.guestspec import guest_spec
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
@@ -48,8 +49,6 @@ from cocoon.sandbox.share import Share, remove_vm_dir
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.runtime")
-
-CALL_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,19 +93,11 @@ class Runtime:
         return Layout(Path(state.vm_dir))
 
     async def _client(self, state: ContainerState) -> SandboxClient:
-        layout = self.layout(state)
-        if not layout.monitor_socket.exists():
-            raise ContainerStateError(f"container {state.id}: its VM is not running",
-                                      id=state.id)
-        return await SandboxClient.connect(layout.monitor_socket, timeout=10.0)
+        return await control.connect(state)
 
     async def _agent(self, state: ContainerState, method: str, request: Any,
                      response_type: Any = empty_pb2.Empty, timeout: float = CALL_TIMEOUT) -> Any:
-        client = await self._client(state)
-        try:
-            return await client.agent(method, request, response_type, timeout=timeout)
-        finally:
-            await client.close()
+        return await control.call_agent(state, method, request, response_type, timeout)
 
     def load(self, container_id: str) -> ContainerState:
         return self.store.load(validate_id(container_id))
@@ -115,11 +106,7 @@ class Runtime:
         return self.load(container_id).oci_state()
 
     def containers(self) -> list[ContainerState]:
-        states = []
-        for cid in self.store.list():
-            with contextlib.suppress(CocoonError):
-                states.append(self.store.load(cid))
-        return states
+        return self.store.load_all()
 
     # --- create ----------------------------------------------------------------------------
 
@@ -210,19 +197,7 @@ class Runtime:
         return state
 
     def kill(self, container_id: str, sig: int, all_processes: bool = False) -> None:
-        state = self.load(container_id)
-        with self.store.lock(state.id):
-            state = self.store.load(state.id)
-            status = state.current_status()
-            require(status, status.can_kill(), state.id, "kill")
-            try:
-                asyncio.run(self._agent(state, "SignalProcess", agent_pb2.SignalProcessRequest(
-                    container_id=state.id, signal=sig, all=all_processes)))
-            except RPCError as err:
-                if err.code == StatusCode.NOT_FOUND:
-                    raise ContainerStateError(f"cannot kill container {state.id}: it is not "
-                                              "running", id=state.id) from err
-                raise
+        control.kill(self.store, container_id, sig, all_processes)
 
     def pause(self, container_id: str) -> None:
         self._freeze(container_id, pause=True)
