@@ -179,19 +179,21 @@ class Result:
 class GuestSandbox:
     """One booted VM for many containers; each call opens its own agent connection."""
 
-    def __init__(self, vm_root: Path, sandbox_id: str = "kit", memory_mib: int = 256) -> None:
+    def __init__(self, vm_root: Path, sandbox_id: str = "kit", memory_mib: int = 256,
+                 **overrides: Any) -> None:
         self.vm_root = vm_root
         self.config = SandboxConfig(sandbox_id=sandbox_id,
                                     vm_dir=str(vm_root / sandbox_id),
-                                    memory_mib=memory_mib)
+                                    memory_mib=memory_mib, **overrides)
         self.layout = self.config.layout
         self.share = Share(self.layout.shared)
         self.workdir = short_tmpdir("ckw")
+        self.info: dict[str, Any] = {}  # what the monitor said when the sandbox was ready
 
     def start(self) -> None:
         self.layout.root.mkdir(parents=True, mode=0o700)
         self.share.create()
-        start_sandbox(self.config)
+        self.info = start_sandbox(self.config).info
 
     def stop(self) -> None:
         stop_sandbox(self.layout, grace=1.0)

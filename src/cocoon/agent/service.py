@@ -17,7 +17,6 @@ import os
 import platform
 import struct
 import time
-import uuid
 from collections import deque
 
 from google.protobuf import empty_pb2
@@ -51,6 +50,8 @@ EMPTY = empty_pb2.Empty()
 
 
 def _kernel_boot_id() -> str:
+    """The kernel draws its boot id from its RNG when it is first read, not at boot: a template
+    must never read it, so that each clone draws its own after the host reseeded it."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
@@ -71,13 +72,6 @@ class AgentState:
         self.oom_seen: dict[str, int] = {}
         self.oom_changed = asyncio.Event()
         self.power_off_requested = asyncio.Event()
-        self.boot_id = _kernel_boot_id()
-
-    def new_identity(self) -> None:
-        """A restored clone is a new instance of a saved guest: the kernel's boot id is the
-        template's, shared by every clone, so the agent answers with one of its own, drawn
-        after the host reseeded the guest's RNG."""
-        self.boot_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
 
     def container(self, container_id: str) -> Container:
         try:
@@ -206,7 +200,7 @@ class AgentService:
                                                  supports_seccomp=True),
             kernel_release=platform.release(),
             mem_total_bytes=mem_total,
-            boot_id=self.state.boot_id,
+            boot_id=_kernel_boot_id(),
             agent_started_ns=self.state.started_ns,
             agent_ready_ns=self.state.ready_ns,
             uptime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
@@ -230,7 +224,6 @@ class AgentService:
                     f.write(request.data)  # not credited, but still mixed in
         with open("/dev/urandom", "wb", buffering=0) as f, contextlib.suppress(OSError):
             fcntl.ioctl(f, 0x5207)  # RNDRESEEDCRNG: make the new entropy count now
-        self.state.new_identity()
         return EMPTY
 
     async def CopyFile(self, request: agent_pb2.CopyFileRequest,

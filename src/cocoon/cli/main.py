@@ -43,6 +43,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "env": ("env", "show Cocoon's paths, versions and settings"),
     "assets": ("assets", "build or inspect the guest kernel and images"),
     "demo": ("demo", "run a busybox container in its own VM"),
+    "template": ("template", "build, list or remove the VM templates sandboxes start from"),
 }
 
 logger = logging.getLogger("cocoon.cli")

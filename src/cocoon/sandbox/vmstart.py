@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon.errors import TemplateError
+from cocoon.errors import CocoonError, TemplateError
 from cocoon.guest import assets
-from cocoon.guest.cache import resolve_cache_dir
+from cocoon.guest.cache import read_json, resolve_cache_dir
 from cocoon.guest.kernel import Kernel
 from cocoon.hypervisor import accel as accel_mod
 from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare, VMConfig
@@ -32,9 +32,10 @@ BUILD_LOCK_TIMEOUT = 300.0
 class GuestBoot:
     kernel: Kernel
     initrd: Path
-    image_digest: str | None  # None: a custom initrd (test variants), never templated
+    image_digest: str | None  # None: an initrd of unknown make, never templated
     decision: accel_mod.AccelDecision
     cache: Path
+    custom: bool = False  # an initrd other than the agent's current image (test variants)
 
 
 def guest_boot(config: SandboxConfig, decision: accel_mod.AccelDecision) -> GuestBoot:
@@ -43,9 +44,18 @@ def guest_boot(config: SandboxConfig, decision: accel_mod.AccelDecision) -> Gues
     cache = resolve_cache_dir(Path(config.asset_dir) if config.asset_dir else None)
     if config.initrd:
         kernel = assets.find_kernel(cache) or assets.ensure_kernel(cache)
-        return GuestBoot(kernel, Path(config.initrd), None, decision, cache)
+        return GuestBoot(kernel, Path(config.initrd), _image_digest(Path(config.initrd)),
+                         decision, cache, custom=True)
     image = assets.find_guest_image(cache) or assets.ensure_guest_image(cache)
     return GuestBoot(image.kernel, image.initrd, image.digest, decision, cache)
+
+
+def _image_digest(initrd: Path) -> str | None:
+    """The digest of a guest image variant the asset builder made (its manifest beside it)."""
+    manifest = read_json(initrd.parent / "manifest.json")
+    if isinstance(manifest, dict) and isinstance(manifest.get("digest"), str):
+        return str(manifest["digest"])
+    return None
 
 
 def kernel_args(config: SandboxConfig) -> tuple[str, ...]:
@@ -72,33 +82,41 @@ async def obtain_template(config: SandboxConfig, boot: GuestBoot, work: Path,
     """The template to clone for this sandbox, built now if it should be and is missing; None
     (with the reason logged) to boot cold."""
     choice = policy.decide(accel=boot.decision.accel, memory_mib=config.memory_mib,
-                           default_mib=default_memory_mib,
-                           custom_initrd=boot.image_digest is None)
+                           default_mib=default_memory_mib, custom_initrd=boot.custom,
+                           known_image=boot.image_digest is not None)
     if not choice.use:
         logger.debug("sandbox %s boots cold: %s", config.sandbox_id, choice.reason)
         return None
     spec = template_spec(config, boot)
-    found = _whole_or_none(boot.cache, spec)
-    if found is not None or not choice.build:
-        if found is None:
-            logger.debug("sandbox %s boots cold: no template %s; %s", config.sandbox_id,
-                         spec.name, choice.reason)
-        return found
-    async with store.locked(boot.cache, spec.name, BUILD_LOCK_TIMEOUT):
-        found = _whole_or_none(boot.cache, spec)  # another process may have built it meanwhile
-        if found is None:
-            logger.info("sandbox %s: building template %s (%s)", config.sandbox_id, spec.name,
-                        choice.reason)
-            found = await build.build(spec, boot.cache, work, boot_timeout=config.boot_timeout)
+    try:
+        found = store.find(boot.cache, spec)
+        if found is None and choice.build:
+            async with store.locked(boot.cache, spec.name, BUILD_LOCK_TIMEOUT):
+                found = store.find(boot.cache, spec)  # another process may have built it
+                if found is None:
+                    found = await _build(config, spec, boot, work, choice.reason)
+    except TemplateError as err:
+        # damaged or stale: never cloned; this sandbox boots cold, the next one builds anew
+        logger.warning("sandbox %s boots cold: %s (removed; it is built again on next use)",
+                       config.sandbox_id, err)
+        store.remove(store.template_dir(boot.cache, spec))
+        return None
+    if found is None:
+        logger.debug("sandbox %s boots cold: no template %s; %s", config.sandbox_id,
+                      spec.name, choice.reason)
     return found
 
 
-def _whole_or_none(cache: Path, spec: TemplateSpec) -> store.Template | None:
+async def _build(config: SandboxConfig, spec: TemplateSpec, boot: GuestBoot, work: Path,
+                 reason: str) -> store.Template | None:
+    logger.info("sandbox %s: building template %s (%s)", config.sandbox_id, spec.name, reason)
     try:
-        return store.find(cache, spec)
-    except TemplateError as err:
-        logger.warning("%s; removing it (a cold boot, or a new template, takes its place)", err)
-        store.remove(store.template_dir(cache, spec))
+        return await build.build(spec, boot.cache, work, boot_timeout=config.boot_timeout)
+    except TemplateError:
+        raise
+    except (CocoonError, OSError) as err:
+        logger.warning("sandbox %s boots cold: building template %s failed: %s",
+                       config.sandbox_id, spec.name, err)
         return None
 
 

@@ -106,6 +106,9 @@ async def build(spec: TemplateSpec, cache: Path, work: Path,
         raise
     logger.info("template %s built in %.2f s (%d MiB of RAM data)", spec.name,
                 meta["build_seconds"], meta["ram_allocated_bytes"] >> 20)
+    pruned = store.prune(cache, spec)
+    if pruned:
+        logger.info("removed superseded templates: %s", ", ".join(pruned))
     return store.check(dest, spec)
 
 
@@ -123,7 +126,7 @@ async def _boot_and_save(spec: TemplateSpec, tmp: Path, work: Path,
         client = await wait_for_agent(agent_socket, vm, boot_timeout)
         try:
             vm.mark("agent ready")
-            details = await client.guest_details(timeout=10.0)
+            # no GetGuestDetails: reading the kernel's boot id would fix it for every clone
             trim = await client.trim_memory(KEEP_FREE, timeout=60.0)
             vm.mark("trimmed")
         finally:
@@ -136,8 +139,6 @@ async def _boot_and_save(spec: TemplateSpec, tmp: Path, work: Path,
             os.close(fd)
     finally:
         await vm.stop()
-    return {"kernel_release": details.kernel_release,
-            "guest_mem_total_bytes": details.mem_total_bytes,
-            "trim": {"mem_free_bytes": trim.mem_free_bytes, "zeroed_bytes": trim.zeroed_bytes,
+    return {"trim": {"mem_free_bytes": trim.mem_free_bytes, "zeroed_bytes": trim.zeroed_bytes,
                      "seconds": round(trim.seconds, 3)},
             "phases": {k: round(v, 3) for k, v in vm.phases.items()}}

@@ -50,11 +50,13 @@ def auto_sizes(default_mib: int, environ: dict[str, str] | None = None) -> froze
 
 
 def decide(*, accel: str, memory_mib: int, default_mib: int, custom_initrd: bool = False,
-           environ: dict[str, str] | None = None) -> Choice:
+           known_image: bool = True, environ: dict[str, str] | None = None) -> Choice:
+    """`custom_initrd`: the sandbox boots an initrd other than the agent's image (test
+    variants); it is templated only when asked for (`on`) and the image's digest is known."""
     chosen = mode(environ)
     if chosen == "off":
         return Choice(False, False, f"templates are off ({ENV_MODE}=off)")
-    if custom_initrd:
+    if custom_initrd and (chosen != "on" or not known_image):
         return Choice(False, False, "the sandbox boots its own initrd")
     if chosen == "auto" and accel == "kvm":
         return Choice(False, False, f"a cold boot under KVM is fast ({ENV_MODE}=on to use "

@@ -36,6 +36,7 @@ META = "template.json"
 CONSOLE = "console.log"
 TMP_PREFIX = ".tmp-"
 LOCK_POLL = 0.05
+UNUSED_FOR = 3600.0  # seconds after its last use that a superseded template is removed
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,13 @@ class Template:
         return self.path.name
 
 
+ENV_DIR = "COCOON_TEMPLATE_DIR"
+
+
 def templates_dir(cache: Path) -> Path:
-    return cache / TEMPLATES
+    """`$COCOON_TEMPLATE_DIR`, else `<asset cache>/templates`."""
+    env = os.environ.get(ENV_DIR)
+    return Path(env).absolute() if env else cache / TEMPLATES
 
 
 def template_dir(cache: Path, spec: TemplateSpec) -> Path:
@@ -113,11 +119,39 @@ def check(path: Path, spec: TemplateSpec | None = None) -> Template:
 
 def find(cache: Path, spec: TemplateSpec) -> Template | None:
     """`spec`'s template if there is one; None if there is none; `TemplateError` if the one
-    there is damaged."""
+    there is damaged. Finding it counts as a use (see `prune`)."""
     path = template_dir(cache, spec)
     if not path.exists():
         return None
-    return check(path, spec)
+    template = check(path, spec)
+    with contextlib.suppress(OSError):
+        os.utime(path / META)
+    return template
+
+
+def prune(cache: Path, keep: TemplateSpec, unused_for: float = UNUSED_FOR) -> list[str]:
+    """Remove the templates `keep` supersedes: those made for the same VM shape from another
+    guest image, kernel or QEMU, whose image is gone or that nobody used for `unused_for`
+    seconds. Every change of the agent makes a new image, and each template holds about a
+    hundred MiB, so without this the directory grows with every upgrade."""
+    shape = {k: v for k, v in keep.inputs().items()
+             if k not in ("image_digest", "kernel_id", "qemu_version", "format")}
+    cutoff = time.time() - unused_for
+    removed = []
+    for path, found in listing(cache):
+        if path.name == keep.name or not isinstance(found, Template):
+            continue
+        other = {k: v for k, v in found.spec.inputs().items() if k in shape}
+        if other != shape:
+            continue
+        try:
+            last_use = (path / META).stat().st_mtime
+        except OSError:
+            continue
+        if not found.spec.initrd_path.exists() or last_use < cutoff:
+            remove(path)
+            removed.append(path.name)
+    return removed
 
 
 def listing(cache: Path) -> list[tuple[Path, Template | TemplateError]]:
@@ -154,7 +188,7 @@ def remove_stale_builds(cache: Path, name: str) -> None:
 
 
 def lock_path(cache: Path, name: str) -> Path:
-    return cache / "locks" / f"template-{name}.lock"
+    return templates_dir(cache) / f".{name}.lock"
 
 
 @contextlib.asynccontextmanager
