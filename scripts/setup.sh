@@ -25,9 +25,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-runtime_pkgs=(qemu-system-x86 qemu-utils iproute2 ca-certificates lz4)
+runtime_pkgs=(qemu-system-x86 qemu-utils iproute2 ca-certificates lz4 util-linux)
 test_pkgs=(podman runc conmon containerd docker.io tmux socat iptables uidmap
-           slirp4netns fuse-overlayfs busybox-static)
+           slirp4netns fuse-overlayfs busybox-static python3-seccomp)
 pkgs=("${runtime_pkgs[@]}")
 [ "$want_test" = 1 ] && pkgs+=("${test_pkgs[@]}")
 

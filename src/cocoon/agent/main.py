@@ -36,18 +36,18 @@ async def serve(state: AgentState) -> None:
     import asyncio
 
     from cocoon.agent import channel
+    from cocoon.agent.guestservice import GuestAgentService
     from cocoon.agent.service import AgentService, HealthService
-    from cocoon.agent.trim import GuestAgentService
     from cocoon.linux import syscalls as sc
     from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2
     from cocoon.ttrpc.server import Server
 
     server = Server()
-    server.register_service(agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
-                            AgentService(state))
+    agent = AgentService(state)
+    server.register_service(agent_pb2.DESCRIPTOR.services_by_name["AgentService"], agent)
     server.register_service(health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
     server.register_service(guest_pb2.DESCRIPTOR.services_by_name["GuestAgent"],
-                            GuestAgentService())
+                            GuestAgentService(agent))
     device = channel.find_port()
     logger.info("agent channel %s at %.3f s", device, uptime())
     port = channel.Port(device)

@@ -36,7 +36,7 @@ from cocoon.errors import ConfigError, RPCError
 from cocoon.linux import syscalls as sc
 from cocoon.oci import convert
 from cocoon.oci.spec import parse_spec
-from cocoon.protocols.gen import agent_pb2, health_pb2, kata_types_pb2
+from cocoon.protocols.gen import agent_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
 from cocoon.ttrpc.server import CallContext
 from cocoon.ttrpc.status import StatusCode
 
@@ -248,12 +248,17 @@ class AgentService:
         cid = request.container_id
         if not cid or "/" in cid or cid.startswith("."):
             raise ContainerError(INVALID_ARGUMENT, f"invalid container id {cid!r}")
-        if cid in self.state.containers:
-            raise ContainerError(ALREADY_EXISTS, f"container {cid!r} already exists")
         for storage in request.storages:
             await _mount_storage(storage, self.state)
+        await self.create(cid, request.OCI)
+        return EMPTY
+
+    async def create(self, cid: str, oci: kata_oci_pb2.Spec) -> None:
+        """CreateContainer past the checks of the host's request (the warm-up uses it too)."""
+        if cid in self.state.containers:
+            raise ContainerError(ALREADY_EXISTS, f"container {cid!r} already exists")
         try:
-            spec = parse_spec(convert.spec_from_proto(request.OCI).to_dict(),
+            spec = parse_spec(convert.spec_from_proto(oci).to_dict(),
                               source=f"container {cid} spec")
             config = plan.container_config(cid, spec, self.state.containers)
         except (ConfigError, ValueError) as err:
@@ -261,7 +266,6 @@ class AgentService:
         container = await Container.create(cid, config, self.state.reaper)
         self.state.containers[cid] = container
         self.state.oom_seen[cid] = 0
-        return EMPTY
 
     async def StartContainer(self, request: agent_pb2.StartContainerRequest,
                              ctx: CallContext) -> empty_pb2.Empty:

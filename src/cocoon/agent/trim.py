@@ -17,7 +17,6 @@ import os
 import time
 
 from cocoon.protocols.gen import guest_pb2
-from cocoon.ttrpc.server import CallContext
 
 logger = logging.getLogger("cocoon.agent.trim")
 
@@ -79,9 +78,3 @@ def trim(keep_free: int = DEFAULT_KEEP_FREE) -> guest_pb2.TrimMemoryResponse:
     return response
 
 
-class GuestAgentService:
-    """cocoon.GuestAgent: Cocoon's calls beside Kata's AgentService."""
-
-    async def TrimMemory(self, request: guest_pb2.TrimMemoryRequest,
-                         ctx: CallContext) -> guest_pb2.TrimMemoryResponse:
-        return trim(request.keep_free_bytes or DEFAULT_KEEP_FREE)

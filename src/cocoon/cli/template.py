@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
     show = verbs.add_parser("show", help="list the templates and whether each is whole")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=run_show)
-    rm = verbs.add_parser("rm", help="remove templates (all unless named)")
+    rm = verbs.add_parser("rm", help="remove templates (all unless named) and stop the warm "
+                                     "pool's clones of them")
     rm.add_argument("names", nargs="*", metavar="NAME")
     rm.set_defaults(func=run_rm)
 
@@ -47,8 +48,14 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
     from cocoon.template import manage
 
     entries = manage.show()
+    members = manage.pool_members()
     if args.json:
-        print(json.dumps([entry.summary() for entry in entries], indent=2))
+        summaries = []
+        for entry in entries:
+            ready, starting = members.get(entry.name, (0, 0))
+            summaries.append({**entry.summary(), "pool_ready": ready,
+                              "pool_starting": starting})
+        print(json.dumps(summaries, indent=2))
         return 0
     if not entries:
         print("no templates")
@@ -57,17 +64,20 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
         if entry.problem:
             print(f"{entry.name}  DAMAGED: {entry.problem}")
             continue
+        ready, starting = members.get(entry.name, (0, 0))
+        pooled = f"  pool: {ready} ready, {starting} starting" if ready or starting else ""
         print(f"{entry.name}  {info['memory_mib']} MiB  {info['vcpus']} vCPU  {info['accel']}  "
               f"{info['machine']}  image {str(info['image_digest'])[:16]}  "
               f"{int(info['ram_data_bytes'] or 0) >> 20} MiB of RAM data  "
-              f"built {info['built_at']}")
+              f"built {info['built_at']}{pooled}")
     return 0
 
 
 def run_rm(args: argparse.Namespace, ctx: Context) -> int:
     from cocoon.template import manage
 
-    removed = manage.remove(args.names)
+    removed, stopped = manage.remove(args.names)
     print(f"removed {len(removed)} template{'s' if len(removed) != 1 else ''}"
-          + (f": {', '.join(removed)}" if removed else ""))
+          + (f" ({', '.join(removed)})" if removed else "")
+          + f" and stopped {len(stopped)} pooled clone{'s' if len(stopped) != 1 else ''}")
     return 0

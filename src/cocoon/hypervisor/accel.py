@@ -10,10 +10,12 @@ for tests and for users who know their host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -118,8 +120,27 @@ def kvm_device(path: Path = KVM_DEVICE) -> tuple[bool, str]:
     return True, f"{path} opens (KVM API {version})"
 
 
+_VERSIONS: dict[tuple[str, int, int, int], str] = {}
+VERSION_MEMO = "qemu-version.json"  # in the asset cache: the binary's identity -> its version
+
+
 def qemu_version(binary: str = "qemu-system-x86_64") -> str:
-    """`7.2.22` from `qemu-system-x86_64 --version`."""
+    """`7.2.22` from `qemu-system-x86_64 --version`, asked once per binary file and process
+    (every sandbox start needs it, for the probe's key and the template's)."""
+    path = shutil.which(binary) or binary
+    try:
+        info = os.stat(path)
+        key = (path, info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        key = (path, 0, 0, 0)
+    if key in _VERSIONS:
+        return _VERSIONS[key]
+    memo = assetcache.default_cache_dir() / VERSION_MEMO
+    text_key = "|".join(str(part) for part in key)
+    known = assetcache.read_json(memo)
+    if isinstance(known, dict) and isinstance(known.get(text_key), str) and key[1]:
+        _VERSIONS[key] = known[text_key]
+        return _VERSIONS[key]
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True,
                              timeout=10).stdout
@@ -128,6 +149,10 @@ def qemu_version(binary: str = "qemu-system-x86_64") -> str:
     match = re.search(r"version\s+(\S+)", out)
     if not match:
         raise HypervisorError(f"{binary} --version printed no version", output=out[:200])
+    _VERSIONS[key] = match.group(1)
+    if key[1]:
+        with contextlib.suppress(OSError):
+            assetcache.write_json_atomic(memo, {text_key: match.group(1)})
     return match.group(1)
 
 

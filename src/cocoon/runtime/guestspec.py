@@ -36,23 +36,46 @@ def _guest_local(source: str) -> bool:
     return any(normalized == p or normalized.startswith(p + "/") for p in GUEST_LOCAL_PREFIXES)
 
 
-def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
-    """Expose the rootfs and volumes in the share; return the spec with guest paths."""
+def _exported(mount: Mount) -> bool:
+    """A bind mount whose source the host exports through the share."""
+    destination = os.path.normpath(mount.destination)
+    return is_bind(mount) and destination != "/dev/shm" and not _guest_local(mount.source)
+
+
+def check(spec: Spec, rootfs: Path) -> None:
+    """Refuse, without touching anything, what `guest_spec` would refuse: so that a bad bundle
+    fails before a VM is started for it."""
     if spec.hooks is not None and (spec.hooks.create_container or spec.hooks.start_container):
         kind = "createContainer" if spec.hooks.create_container else "startContainer"
         raise ConfigError(f"config.json: hooks.{kind}: hooks that run inside the container's "
                           "namespaces cannot run in a VM guest", field=f"hooks.{kind}")
+    if not rootfs.is_dir():
+        raise ConfigError(f"root.path: rootfs {rootfs} does not exist or is not a directory",
+                          path=str(rootfs))
+    for index, mount in enumerate(spec.mounts):
+        if not _exported(mount):
+            continue
+        source = Path(mount.source)
+        if not source.is_absolute():
+            raise ConfigError(f"config.json: mounts[{index}].source: {mount.source!r} is not "
+                              "an absolute path", field=f"mounts[{index}].source")
+        if not source.exists():
+            raise ConfigError(f"mounts[{index}].source: {source} does not exist",
+                              path=str(source))
+    if spec.linux is not None:
+        _check_linux(spec.linux)
+
+
+def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
+    """Expose the rootfs and volumes in the share; return the spec with guest paths."""
+    check(spec, rootfs)
     if spec.root.readonly:
         _make_mount_points(spec, rootfs)
     guest_root = share.expose_rootfs(container_id, rootfs, readonly=spec.root.readonly)
     mounts: list[Mount] = []
     for index, mount in enumerate(spec.mounts):
-        destination = os.path.normpath(mount.destination)
-        if is_bind(mount) and destination != "/dev/shm" and not _guest_local(mount.source):
+        if _exported(mount):
             source = Path(mount.source)
-            if not source.is_absolute():
-                raise ConfigError(f"config.json: mounts[{index}].source: {mount.source!r} is not "
-                                  "an absolute path", field=f"mounts[{index}].source")
             guest_source = share.expose_mount(container_id, index, source,
                                               readonly="ro" in mount.options)
             mount = dataclasses.replace(mount, source=guest_source)
@@ -64,7 +87,6 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
                            path=ns.path if ns.path.startswith(CONTAINER_NS_PREFIX) else "")
             for ns in linux.namespaces if ns.type in GUEST_NAMESPACES)
         linux = dataclasses.replace(linux, namespaces=namespaces, cgroups_path="")
-        linux = _check_linux(linux)
     return dataclasses.replace(spec, root=Root(path=guest_root, readonly=spec.root.readonly),
                                mounts=tuple(mounts), hooks=None, linux=linux)
 
@@ -90,9 +112,8 @@ def _make_mount_points(spec: Spec, rootfs: Path) -> None:
                 target.mkdir()
 
 
-def _check_linux(linux: Linux) -> Linux:
+def _check_linux(linux: Linux) -> None:
     if linux.uid_mappings or linux.gid_mappings:
         raise ConfigError("config.json: linux.uidMappings: user namespaces are not supported "
                           "in the guest (the VM is the isolation boundary)",
                           field="linux.uidMappings")
-    return linux

@@ -37,15 +37,14 @@ from cocoon.oci.state import (
     validate_id,
 )
 from cocoon.protocols.gen import agent_pb2
-from cocoon.runtime import console, control, hooks, shim
+from cocoon.runtime import console, control, guestspec, hooks, shim
 from cocoon.runtime.control import CALL_TIMEOUT
-from cocoon.runtime.guestspec import guest_spec
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
 from cocoon.sandbox.relay import ProcessRelay, Stdio
-from cocoon.sandbox.share import Share, remove_vm_dir
+from cocoon.sandbox.share import Share
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.runtime")
@@ -138,16 +137,16 @@ class Runtime:
         layout = self.layout(state)
         if layout.root.exists():
             _stop_quietly(layout)  # left by a crash under the same id: stop what runs there
-        layout.root.mkdir(parents=True, mode=0o700)
-        undo.callback(remove_vm_dir, layout.root)
-        share = Share(layout.shared)
-        share.create()
-        gspec = guest_spec(spec, bundle.rootfs, share, state.id)
+        guestspec.check(spec, bundle.rootfs)  # a bad bundle fails before a VM starts for it
         config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
                                memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
                                netns=_netns(spec), debug=self.debug)
         handle = start_sandbox(config)
+        # a sandbox from the warm pool lives in the pool member's directory
+        layout = handle.layout
+        state.vm_dir = str(layout.root)
         undo.callback(_stop_quietly, layout)
+        gspec = guestspec.guest_spec(spec, bundle.rootfs, Share(layout.shared), state.id)
         state.monitor_pid = handle.monitor_pid
         state.boot_id = str(handle.info.get("boot_id", ""))
         state.kernel_release = str(handle.info.get("kernel_release", ""))
@@ -327,6 +326,7 @@ class Runtime:
         """`cocoon run` without --detach: create, start, relay stdio here, delete."""
         options = dataclasses.replace(options, foreground=True)
         state = self.create(container_id, options)
+        exited = False
         try:
             if options.pid_file is not None:
                 _write_pid_file(options.pid_file, os.getpid())
@@ -347,9 +347,11 @@ class Runtime:
                 fresh.pid = os.getpid()
                 fresh.pid_start = process_start_time(os.getpid()) or 0
                 self.store.save(fresh)
-            return asyncio.run(go())
+            status = asyncio.run(go())
+            exited = True
+            return status
         finally:
-            self.delete(container_id, force=True)
+            self.delete(container_id, force=True, exited=exited)
 
     async def _relay_started(self, client: SandboxClient, state: ContainerState,
                              terminal: bool) -> int:
@@ -382,7 +384,9 @@ class Runtime:
 
     # --- delete ----------------------------------------------------------------------------------
 
-    def delete(self, container_id: str, force: bool = False) -> None:
+    def delete(self, container_id: str, force: bool = False, exited: bool = False) -> None:
+        """Remove the container and its VM. `exited`: its processes are known to have ended
+        (a foreground `run` relayed the exit), so nothing is signalled first."""
         state = self.load(container_id)
         with self.store.lock(state.id):
             state = self.store.load(state.id)
@@ -391,16 +395,17 @@ class Runtime:
                 raise ContainerStateError(
                     f"cannot delete container {state.id}: it is {status} (use --force)",
                     id=state.id, status=str(status))
-            asyncio.run(self._teardown(state))
+            asyncio.run(self._teardown(state, exited))
             self.store.remove(state.id)
         with contextlib.suppress(CocoonError, OSError):
             spec = load_bundle(state.bundle).spec
             if spec.hooks is not None:
                 hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
 
-    async def _teardown(self, state: ContainerState) -> None:
+    async def _teardown(self, state: ContainerState, exited: bool = False) -> None:
         layout = self.layout(state)
-        if layout.monitor_socket.exists() and state.current_status() is not Status.STOPPED:
+        if layout.monitor_socket.exists() and not exited \
+                and state.current_status() is not Status.STOPPED:
             with contextlib.suppress(CocoonError, OSError):
                 await self._agent(state, "SignalProcess", agent_pb2.SignalProcessRequest(
                     container_id=state.id, signal=signal.SIGKILL, all=True), timeout=5.0)

@@ -7,8 +7,9 @@ Every call has a bound; errors arrive as `RPCError` (a status from the agent or 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -65,6 +66,18 @@ class SandboxClient:
         return await self.ttrpc.call(GUEST, "TrimMemory",
                                      guest_pb2.TrimMemoryRequest(keep_free_bytes=keep_free),
                                      guest_pb2.TrimMemoryResponse, timeout=timeout)
+
+    async def warm_up(self, timeout: float | None = DEFAULT_TIMEOUT) -> float:
+        response = await self.ttrpc.call(GUEST, "WarmUp", guest_pb2.WarmUpRequest(),
+                                         guest_pb2.WarmUpResponse, timeout=timeout)
+        return response.seconds
+
+    async def claim(self, config_json: str, timeout: float | None = 60.0) -> dict[str, Any]:
+        response = await self.ttrpc.call(MONITOR, "Claim",
+                                         monitor_pb2.ClaimRequest(config_json=config_json),
+                                         monitor_pb2.ClaimResponse, timeout=timeout)
+        info: dict[str, Any] = json.loads(response.ready_json)
+        return info
 
     async def status(self, timeout: float | None = 5.0) -> monitor_pb2.StatusResponse:
         return await self.ttrpc.call(MONITOR, "Status", monitor_pb2.StatusRequest(),

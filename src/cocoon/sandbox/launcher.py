@@ -43,23 +43,34 @@ class SandboxHandle:
         return await SandboxClient.connect(self.layout.monitor_socket, timeout=timeout)
 
 
-def spawn_monitor(config: SandboxConfig) -> tuple[int, int]:
-    """Start the monitor detached; return its pid and the read end of its readiness pipe."""
+def spawn_monitor(config: SandboxConfig, pool: str | None = None) -> tuple[int, int]:
+    """Start the monitor detached; return its pid and the read end of its readiness pipe.
+
+    With `pool` (a template name) the monitor becomes a member of the warm pool
+    (`cocoon.sandbox.pool`): it reports nothing, and the returned fd is -1.
+    """
     layout = config.layout
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.save()
-    read_fd, write_fd = os.pipe()
+    argv = [sys.executable, "-m", "cocoon.sandbox.monitor", str(layout.root)]
+    read_fd = write_fd = -1
+    if pool is None:
+        read_fd, write_fd = os.pipe()
+        argv += ["--ready-fd", str(write_fd)]
+    else:
+        argv += ["--pool", pool]
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cocoon.sandbox.monitor", str(layout.root),
-             "--ready-fd", str(write_fd)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(write_fd,), start_new_session=True, close_fds=True)
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, pass_fds=(write_fd,) if write_fd >= 0 else (),
+            start_new_session=True, close_fds=True)
     except OSError:
-        os.close(read_fd)
+        if read_fd >= 0:
+            os.close(read_fd)
         raise
     finally:
-        os.close(write_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
     layout.pidfile.write_text(str(proc.pid))
     # the monitor outlives us; it is reaped by whoever adopts it
     proc.returncode = 0
@@ -98,6 +109,20 @@ def start_sandbox(config: SandboxConfig, timeout: float | None = None) -> Sandbo
     However the wait ends short of a ready sandbox (a failure, the timeout, or the caller being
     interrupted by a signal), nothing of the sandbox is left running or mounted.
     """
+    from cocoon.sandbox import pool
+
+    if pool.size() > 0:
+        pooled = pool.start_from_pool(config)
+        if pooled is not None:
+            claimed, info = pooled
+            return SandboxHandle(claimed, int(info.get("monitor_pid") or 0), info)
+    handle = _start_monitor(config, timeout)
+    if pool.size() > 0:
+        pool.refill_for(config)
+    return handle
+
+
+def _start_monitor(config: SandboxConfig, timeout: float | None) -> SandboxHandle:
     wait = timeout if timeout is not None else config.boot_timeout + 30.0
     pid, read_fd = spawn_monitor(config)
     try:

@@ -92,15 +92,22 @@ class SandboxConfig:
     def layout(self) -> Layout:
         return Layout(Path(self.vm_dir))
 
-    def save(self) -> None:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["kernel_args"] = list(self.kernel_args)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SandboxConfig:
+        fields = dict(data)
+        fields["kernel_args"] = tuple(fields.get("kernel_args") or ())
+        return cls(**fields)
+
+    def save(self) -> None:
         tmp = self.layout.config.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
         os.replace(tmp, self.layout.config)
 
     @classmethod
     def load(cls, path: Path) -> SandboxConfig:
-        data = json.loads(path.read_text())
-        data["kernel_args"] = tuple(data.get("kernel_args") or ())
-        return cls(**data)
+        return cls.from_json(json.loads(path.read_text()))

@@ -24,12 +24,11 @@ from pathlib import Path
 from cocoon import __version__
 from cocoon.errors import CocoonError, RPCError
 from cocoon.protocols.gen import containerd_task_pb2 as api
-from cocoon.sandbox.launcher import stop_sandbox
-from cocoon.sandbox.layout import Layout
 from cocoon.shim import address as addr
 from cocoon.shim import mounts
 from cocoon.shim.events import timestamp
 from cocoon.shim.flags import ShimFlags, parse_flags
+from cocoon.shim.pod import stop_pod_vm
 from cocoon.ttrpc.client import Client
 from cocoon.ttrpc.status import StatusCode
 
@@ -139,7 +138,7 @@ def delete(flags: ShimFlags, bundle: Path) -> api.DeleteResponse:
         except CocoonError:
             released = False
     else:
-        stop_sandbox(Layout(addr.vm_dir(flags.address, flags.namespace, ref.pod_id)), grace=1.0)
+        asyncio.run(stop_pod_vm(addr.vm_dir(flags.address, flags.namespace, ref.pod_id)))
         path.unlink(missing_ok=True)
     if released:
         mounts.unmount_rootfs(bundle / "rootfs")

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 from cocoon.errors import CocoonError, SandboxError
@@ -51,8 +52,12 @@ def network_namespace(spec: Spec) -> str | None:
 
 
 class Pod:
+    """The pod's VM. Its directory is `vm_dir`, or, for a VM taken from the warm pool, the pool
+    member's, to which `vm_dir` is then a symlink (so that `shim delete` finds it)."""
+
     def __init__(self, pod_id: str, vm_dir: Path, debug: bool = False) -> None:
         self.id = pod_id
+        self.home = vm_dir
         self.layout = Layout(vm_dir)
         self.share = Share(self.layout.shared)
         self.debug = debug
@@ -75,14 +80,17 @@ class Pod:
         async with self._lock:
             if self._client is not None:
                 return False
-            if self.layout.root.exists():  # left by a shim that died under the same pod id
-                await stop_sandbox_async(self.layout, grace=0.5)
-                remove_vm_dir(self.layout.root)
+            if os.path.lexists(self.home):  # left by a shim that died under the same pod id
+                await stop_pod_vm(self.home)
             config = SandboxConfig(
-                sandbox_id=self.id, vm_dir=str(self.layout.root), memory_mib=vm_memory_mib(spec),
+                sandbox_id=self.id, vm_dir=str(self.home), memory_mib=vm_memory_mib(spec),
                 hostname=spec.hostname or "", netns=network_namespace(spec), debug=self.debug)
-            logger.info("pod %s: starting its VM in %s", self.id, self.layout.root)
+            logger.info("pod %s: starting its VM in %s", self.id, self.home)
             self.handle = await asyncio.to_thread(start_sandbox, config)
+            if self.handle.layout.root != self.home:
+                self.home.symlink_to(self.handle.layout.root)
+            self.layout = self.handle.layout
+            self.share = Share(self.layout.shared)
             try:
                 self._client = await self.handle.connect(timeout=10.0)
             except BaseException:
@@ -108,7 +116,17 @@ class Pod:
             if client is not None:
                 with contextlib.suppress(CocoonError, OSError):
                     await client.close()
-            if self.handle is not None or self.layout.root.exists():
+            if self.handle is not None or os.path.lexists(self.home):
                 logger.info("pod %s: stopping its VM", self.id)
-                await stop_sandbox_async(self.layout, grace=1.0)
+                await stop_pod_vm(self.home, self.layout)
             self.handle = None
+
+
+async def stop_pod_vm(home: Path, layout: Layout | None = None, grace: float = 1.0) -> None:
+    """Stop the VM of a pod whose VM directory is `home` (or the pool member it links to)."""
+    if home.is_symlink():
+        layout = Layout(home.resolve())
+        home.unlink()
+    layout = layout or Layout(home)
+    await stop_sandbox_async(layout, grace=grace)
+    remove_vm_dir(layout.root)

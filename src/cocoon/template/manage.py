@@ -14,7 +14,7 @@ from cocoon.errors import TemplateError
 from cocoon.guest.cache import resolve_cache_dir
 from cocoon.hypervisor import accel as accel_mod
 from cocoon.runtime import sizing
-from cocoon.sandbox import vmstart
+from cocoon.sandbox import pool, vmstart
 from cocoon.sandbox.layout import SandboxConfig, vm_root
 from cocoon.template import build as builder
 from cocoon.template import store
@@ -81,16 +81,30 @@ def show(cache_dir: Path | None = None) -> list[Entry]:
     return entries
 
 
-def remove(names: list[str] | None = None, cache_dir: Path | None = None) -> list[str]:
-    """Remove the named templates (all when `names` is empty); returns the names removed."""
+def pool_members() -> dict[str, tuple[int, int]]:
+    """Per template: how many pooled clones are ready and how many are starting."""
+    counts: dict[str, tuple[int, int]] = {}
+    for member in pool.members():
+        ready, starting = counts.get(member.template, (0, 0))
+        counts[member.template] = (ready + 1, starting) if member.ready else (ready,
+                                                                               starting + 1)
+    return counts
+
+
+def remove(names: list[str] | None = None, cache_dir: Path | None = None
+           ) -> tuple[list[str], list[str]]:
+    """Remove the named templates (all when `names` is empty) and stop the pool's clones of
+    them; returns the templates removed and the pool members stopped."""
     cache = resolve_cache_dir(cache_dir)
-    removed = []
-    for path, _ in store.listing(cache):
-        if names and path.name not in names:
-            continue
-        store.remove(path)
-        removed.append(path.name)
-    missing = sorted(set(names or ()) - set(removed))
+    listed = {path.name: path for path, _ in store.listing(cache)}
+    missing = sorted(set(names or ()) - set(listed))
     if missing:
         raise TemplateError(f"no template named {', '.join(missing)}", names=missing)
-    return removed
+    chosen = set(names) if names else None
+    stopped = pool.stop_sync(chosen)  # first: a member must not outlive its template
+    removed = []
+    for name, path in listed.items():
+        if chosen is None or name in chosen:
+            store.remove(path)
+            removed.append(name)
+    return removed, stopped
