@@ -99,8 +99,10 @@ def _sha(data: bytes) -> str:
 class Containerd:
     """One private containerd; `stop()` kills it, `close()` also removes everything it left."""
 
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, extra_env: dict[str, str] | None = None
+                 ) -> None:
         self.base = base or Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp"))
+        self.extra_env = dict(extra_env or {})
         self.root = self.base / "root"
         self.state = self.base / "state"
         self.socket = self.base / "c.sock"
@@ -122,6 +124,7 @@ class Containerd:
         env["COCOON_SHIM_SOCKET_DIR"] = str(self.socket_dir)
         env["COCOON_VM_DIR"] = str(self.vm_dir)
         env["COCOON_SHIM_LOG"] = str(self.base / "shim.log")
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 30.0) -> None:

@@ -18,11 +18,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.framework.leaks import LeakCheck
-from tests.integration.containerd_env import BUSYBOX, RUNTIME, Containerd, write_image
+from tests.integration.containerd_env import (
+    BUSYBOX,
+    RUNTIME,
+    SHIM_BIN,
+    Containerd,
+    write_image,
+)
 from tests.integration.ptydriver import PtySession
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm,
@@ -290,3 +297,41 @@ def test_killed_shim_is_cleaned_up(ctrd: Containerd, leaks: LeakCheck) -> None:
     finally:
         run_ctr(ctrd, "task", "delete", "kill1")
         run_ctr(ctrd, "container", "delete", "kill1")
+
+
+def test_pods_take_clones_from_the_warm_pool() -> None:
+    """The shim gets its VMs through the same launcher as the CLI: with a pool, from it."""
+    from cocoon.sandbox import pool
+
+    pooled = Containerd()
+    templates = pooled.base / "templates"
+    pooled.extra_env.update({pool.ENV_SIZE: "1", "COCOON_TEMPLATES": "on",
+                             "COCOON_TEMPLATE_DIR": str(templates)})
+    pooled.start()
+    try:
+        pooled.import_image(write_image(pooled.base / "busybox.tar", BUSYBOX))
+        first = run_ctr(pooled, "run", "--rm", "--runtime", RUNTIME, BUSYBOX, "fills",
+                        "cat", "/proc/sys/kernel/random/boot_id")
+        assert first.returncode == 0, first.stderr + pooled.log_tail()
+        member = _ready_member(pooled)
+        second = run_ctr(pooled, "run", "--rm", "--runtime", RUNTIME, BUSYBOX, "takes",
+                         "cat", "/proc/sys/kernel/random/boot_id")
+        assert second.returncode == 0, second.stderr + pooled.log_tail()
+        assert second.stdout != first.stdout
+        assert not member.exists(), "the pod's VM did not come from the pool"
+        _ready_member(pooled)  # refilled
+    finally:
+        subprocess.run([str(SHIM_BIN.with_name("cocoon")), "template", "rm"], env=pooled.env,
+                       capture_output=True, timeout=120, check=False)
+        report = pooled.close()
+    assert not report, f"left behind: {report}"
+
+
+def _ready_member(ctrd: Containerd, timeout: float = 180.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [p for p in (ctrd.vm_dir / ".pool").glob("*/*")]
+        if ready:
+            return ctrd.vm_dir / ready[0].name
+        time.sleep(0.2)
+    raise AssertionError(f"the pool did not fill: {ctrd.log_tail()}")

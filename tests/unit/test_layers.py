@@ -35,6 +35,7 @@ ENTRY_POINTS = frozenset({
     "cocoon.shim.daemon",      # `python -m cocoon.shim.daemon`, started by shim.main
     "cocoon.sandbox.monitor",  # `python -m cocoon.sandbox.monitor`, started by sandbox.launcher
     "cocoon.agent.main",       # the guest's PID 1, run by the init text of guest/image.py
+    "cocoon.runtime.shimproc",  # `python -I -m cocoon.runtime.shimproc`, by runtime.shim
 })
 
 # Files that launch an entry point and so may import exactly it. (A package's own __main__.py

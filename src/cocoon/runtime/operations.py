@@ -160,7 +160,7 @@ class Runtime:
                 master, slave = console.open_pty()
                 console.send_console(options.console_socket, master, os.ttyname(slave))
                 os.close(master)
-            pid = shim.spawn(shim.ShimSpec(layout.monitor_socket, state.id, console=slave,
+            pid = shim.spawn(shim.ShimSpec(layout.shim_socket, state.id, console=slave,
                                            netns=_netns(spec),
                                            log_path=_shim_log(layout)))
             if slave is not None:
@@ -287,7 +287,7 @@ class Runtime:
                 master, slave = console.open_pty()
                 console.send_console(console_socket, master, os.ttyname(slave))
                 os.close(master)
-            pid = shim.spawn(shim.ShimSpec(self.layout(state).monitor_socket, state.id, exec_id,
+            pid = shim.spawn(shim.ShimSpec(self.layout(state).shim_socket, state.id, exec_id,
                                            console=slave, netns=_netns(spec),
                                            log_path=_shim_log(self.layout(state))))
             if slave is not None:

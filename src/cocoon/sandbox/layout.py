@@ -40,6 +40,11 @@ class Layout:
         return self.root / "monitor.sock"
 
     @property
+    def shim_socket(self) -> Path:
+        """Per-process shims hand their stdio to the monitor here (runtime.shimwire)."""
+        return self.root / "shim.sock"
+
+    @property
     def qmp_socket(self) -> Path:
         return self.root / "qmp.sock"
 

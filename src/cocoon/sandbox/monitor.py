@@ -38,6 +38,7 @@ from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.proxy import AgentProxy
 from cocoon.sandbox.share import GUEST_MOUNTPOINT, VIRTIOFS_TAG, Share, remove_vm_dir
+from cocoon.sandbox.shimserver import ShimServer
 from cocoon.sandbox.virtiofsd import Virtiofsd
 from cocoon.template import clone, store
 from cocoon.ttrpc.status import StatusCode
@@ -67,6 +68,7 @@ class Monitor:
         self.network: network.NetworkAttachment | None = None
         self.proxy = AgentProxy(self.id, local=self._local)
         self.server: asyncio.AbstractServer | None = None
+        self.shims: ShimServer | None = None
         self.client: SandboxClient | None = None
         self.state = "booting"
         self.accel = ""
@@ -107,6 +109,8 @@ class Monitor:
                                                       path=str(self.layout.monitor_socket))
         os.chmod(self.layout.monitor_socket, 0o600)
         self.client = await self._internal_client()
+        self.shims = ShimServer(self.id, self.client)
+        await self.shims.start(self.layout.shim_socket)
         if template is not None:
             try:
                 await self._start_clone(template)
@@ -144,6 +148,8 @@ class Monitor:
         self.config = config
         self.id = config.sandbox_id
         self.proxy.sandbox_id = config.sandbox_id
+        if self.shims is not None:
+            self.shims.sandbox_id = config.sandbox_id
         config.save()
         with contextlib.suppress(FileNotFoundError):
             (self.layout.root / pool.MARKER).unlink()
@@ -431,6 +437,8 @@ class Monitor:
         try:
             if self.server is not None:
                 self.server.close()
+            if self.shims is not None:
+                await self.shims.close()
             vm = self.vm
             if vm is not None and vm.running and self.proxy.connected.is_set() and self.client:
                 # the agent stops the containers and syncs the guest's filesystems before it

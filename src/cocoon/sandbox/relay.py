@@ -15,7 +15,6 @@ import errno
 import fcntl
 import logging
 import os
-import resource
 import select
 import signal
 import stat
@@ -23,7 +22,6 @@ import struct
 import termios
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import NoReturn
 
 from google.protobuf import empty_pb2
 
@@ -218,9 +216,9 @@ class ProcessRelay:
                 self._signals.append(signal.SIGWINCH)
 
     def _forward(self, sig: int) -> None:
-        self._loop.create_task(self._send_signal(sig))
+        self._loop.create_task(self.send_signal(sig))
 
-    async def _send_signal(self, sig: int) -> None:
+    async def send_signal(self, sig: int) -> None:
         with contextlib.suppress(CocoonError):
             await self.client.agent("SignalProcess", agent_pb2.SignalProcessRequest(
                 container_id=self.cid, exec_id=self.eid, signal=sig), empty_pb2.Empty,
@@ -291,20 +289,3 @@ class ProcessRelay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def exit_like(status: int) -> NoReturn:
-    """Leave the process with `status`, by the same signal when it is 128 + a signal."""
-    try:
-        sig = status - 128
-        if sig in {s.value for s in signal.Signals} and sig not in (
-                signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(sig, signal.SIG_DFL)  # SIGKILL's cannot be set, nor needs to be
-            with contextlib.suppress(OSError, ValueError):
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-                # no core dump for a signal that would make one: the guest already did that
-                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            os.kill(os.getpid(), sig)
-    finally:
-        os._exit(status & 0xFF)

@@ -1,0 +1,202 @@
+"""The per-process shim's own program: the host pid an engine waits on for one guest process.
+
+    python -I -m cocoon.runtime.shimproc --socket MONITOR_SHIM_SOCKET --container ID
+        [--exec EXEC_ID] [--terminal] [--netns PATH|new] [--log FILE]
+
+`cocoon.runtime.shim.spawn` forks it off the CLI and execs this, so the shim holds only what
+its job needs (the standard library and ctypes: a few MiB, where a fork of the CLI kept the
+CLI's 19 MiB of imports). It hides the host's processes behind a placeholder, joins the
+container's network namespace, hands its stdio to the sandbox monitor (which relays it to and
+from the guest process: `cocoon.runtime.shimwire`), forwards every signal it receives, and
+exits with the guest process's status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+
+from cocoon.linux import syscalls as sc
+from cocoon.runtime import shimwire
+
+TYPE_CHECKING = False  # mypy takes it as true; importing typing's would cost a MiB here
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+# no argparse, logging or typing at run time: each would add about a MiB to every shim
+LOG_PATH = os.devnull
+
+
+def log(level: str, message: str) -> None:
+    """One line in the shim's log (the format of cocoon.log's text lines)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    with contextlib.suppress(OSError), open(LOG_PATH, "a") as f:
+        f.write(f"{stamp} {level} cocoon.runtime.shimproc[{os.getpid()}]: {message}\n")
+
+SLEEP = "/bin/sleep"
+PLACEHOLDER_TITLE = "[the container runs in its VM: podman top CTR -o pid,args lists it]"
+# signals a stand-in must not forward: they are about the stand-in itself
+NOT_FORWARDED = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGURG,
+                 signal.SIGKILL, signal.SIGSTOP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP}
+
+
+def hide_host_processes() -> None:
+    """Give the shim a /proc that shows one placeholder instead of every host process.
+
+    Engines inspect a container through the host pid they were given: podman top joins that
+    pid's mount namespace and reads /proc. The shim stands in for a guest process, so it gets
+    its own mount namespace whose /proc belongs to a fresh pid namespace holding one sleeping
+    placeholder (dying with the shim) whose command line says where the processes are.
+    """
+    sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWPID)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+            os.closerange(3, 65536)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.execv(SLEEP, [PLACEHOLDER_TITLE, "infinity"])
+        finally:
+            os._exit(0)
+
+
+def enter_netns(netns: str | None) -> None:
+    if netns is None:
+        return
+    if netns == "new":
+        sc.unshare(sc.CLONE_NEWNET)
+        return
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, sc.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
+def exit_like(status: int) -> NoReturn:
+    """Leave the process with `status`, by the same signal when it is 128 + a signal."""
+    try:
+        sig = status - 128
+        if sig in {s.value for s in signal.Signals} and sig not in (
+                signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)  # SIGKILL's cannot be set, nor needs to be
+            with contextlib.suppress(OSError, ValueError):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+                # no core dump for a signal that would make one: the guest already did that
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            os.kill(os.getpid(), sig)
+    finally:
+        os._exit(status & 0xFF)
+
+
+class Shim:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def _send(self, message: dict[str, object]) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(shimwire.encode(message))
+
+    def forward_signals(self, terminal: bool) -> None:
+        for sig in signal.valid_signals():
+            if sig in NOT_FORWARDED or not 0 < sig < 65:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, lambda n, _: self._send({"signal": n}))
+        if terminal:
+            signal.signal(signal.SIGWINCH, lambda n, _: self._send({"resize": True}))
+
+    def wait(self) -> int:
+        """The exit status the monitor sends (LOST_STATUS if it never does)."""
+        data = b""
+        while b"\n" not in data and len(data) < shimwire.MAX_LINE:
+            try:
+                chunk = self.sock.recv(shimwire.MAX_LINE)
+            except OSError as err:
+                log("WARNING", f"shim: lost the monitor: {err}")
+                return shimwire.LOST_STATUS
+            if not chunk:
+                log("WARNING", "shim: the monitor hung up without an exit status")
+                return shimwire.LOST_STATUS
+            data += chunk
+        try:
+            status = int(shimwire.decode(data.split(b"\n", 1)[0])["exit"])
+        except (ValueError, KeyError, TypeError) as err:
+            log("WARNING", f"shim: bad answer from the monitor: {err}")
+            return shimwire.LOST_STATUS
+        return status if 0 <= status <= 255 else 255
+
+
+class Args:
+    """`--socket S --container C [--exec E] [--terminal] [--netns N] [--log L]`."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.socket = self.container = ""
+        self.exec_id = ""
+        self.terminal = False
+        self.netns: str | None = None
+        self.log = os.devnull
+        names = {"--socket": "socket", "--container": "container", "--exec": "exec_id",
+                 "--netns": "netns", "--log": "log"}
+        rest = list(argv)
+        while rest:
+            flag = rest.pop(0)
+            if flag == "--terminal":
+                self.terminal = True
+            elif flag in names and rest:
+                setattr(self, names[flag], rest.pop(0))
+            else:
+                raise SystemExit(f"cocoon-shim: unexpected argument {flag!r}")
+        if not self.socket or not self.container:
+            raise SystemExit("usage: python -m cocoon.runtime.shimproc --socket S "
+                             "--container C [--exec E] [--terminal] [--netns N] [--log L]")
+
+
+def run(args: Args) -> int:
+    try:
+        hide_host_processes()
+    except OSError as err:
+        log("WARNING", f"shim {args.container}: cannot hide host processes: {err}")
+    enter_netns(args.netns)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(args.socket)
+        shim = Shim(sock)
+        shim.forward_signals(args.terminal)
+        fds = [0] if args.terminal else [0, 1, 2]
+        shimwire.send_with_fds(sock, {"attach": {
+            "container_id": args.container, "exec_id": args.exec_id,
+            "terminal": args.terminal}}, fds)
+        return shim.wait()
+    except OSError as err:
+        log("ERROR", f"shim {args.container}/{args.exec_id or 'init'}: {err}")
+        return shimwire.LOST_STATUS
+    finally:
+        sock.close()
+
+
+def main(argv: list[str]) -> NoReturn:
+    global LOG_PATH
+    args = Args(argv)
+    LOG_PATH = args.log
+    code = shimwire.LOST_STATUS
+    try:
+        code = run(args)
+    except BaseException as err:  # the engine must always get an exit status
+        log("ERROR", f"shim {args.container} failed: {err!r}")
+    finally:
+        exit_like(code)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
