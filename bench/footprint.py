@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Host memory per idle sandbox: at 1, 10 and 50 idle containers, every host process counted.
+
+Each container is a busybox `sleep` started with `cocoon run --detach` (from the template, the
+default under TCG) in private roots. After `--settle` seconds, for every container, the PSS of
+each of its host processes (QEMU, virtiofsd, the sandbox monitor, the per-process shim and its
+placeholder) from /proc/<pid>/smaps_rollup, plus the pages of QEMU's guest-RAM memfd that no
+PSS counts (a clone that shares its RAM with virtiofsd holds a copy of the template's, most of
+which the guest has not touched since: resident, but mapped by nobody). Cross-check: the drop
+of MemAvailable from before the first container, divided by their number. Reported: the mean
+per sandbox and each process's share, and how many idle sandboxes fit in 16 GiB at that rate;
+then every container answers `exec true` (counted), and all are deleted.
+
+`--private` also measures ten sandboxes without a share (started through the launcher with
+`share=False`), whose clones map the template's RAM copy-on-write: what a clone costs when no
+host directory must be live in the guest.
+
+Run: .venv/bin/python bench/footprint.py [--counts 1,10,50] [--settle 5] [--json] [--plot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    PLOTS,
+    Place,
+    bar_plot,
+    busybox_bundle,
+    children_of,
+    mem_available_kib,
+    process_kind,
+    pss_kib,
+    unmapped_memfd_kib,
+)
+
+from cocoon.sandbox.launcher import start_sandbox, stop_sandbox
+from cocoon.sandbox.layout import SandboxConfig
+
+GIB16_KIB = 16 << 20
+KINDS = ("qemu", "guest RAM copy (unmapped)", "monitor", "shim", "virtiofsd")
+
+
+def sandbox_pids(place: Place, container: str) -> dict[str, list[int]]:
+    """The host processes of one container: its shim (and placeholder), and its monitor,
+    QEMU and virtiofsd (found by the VM directory in their command lines)."""
+    from cocoon.sandbox.launcher import sandbox_processes
+
+    state = json.loads((place.root / container / "state.json").read_text())
+    found: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    for pid in sandbox_processes(Path(state["vm_dir"])):
+        kind = process_kind(pid)
+        if kind is not None:
+            found[kind].append(pid)
+    if state.get("pid"):
+        found["shim"] = sorted(children_of([int(state["pid"])]))
+    return found
+
+
+def measure_count(place: Place, bundle: str, count: int, settle: float) -> dict[str, Any]:
+    before = mem_available_kib()
+    names = [f"idle-{count}-{i}" for i in range(count)]
+
+    def up(name: str) -> None:
+        place.run("run", "--detach", "--bundle", bundle, name, timeout=900)
+
+    with ThreadPoolExecutor(max_workers=2) as workers:
+        list(workers.map(up, names))
+    time.sleep(settle)
+    per_kind: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    for name in names:
+        pids = sandbox_pids(place, name)
+        for kind in ("qemu", "monitor", "shim", "virtiofsd"):
+            per_kind[kind].append(sum(pss_kib(pid) for pid in pids[kind]))
+        per_kind["guest RAM copy (unmapped)"].append(
+            sum(unmapped_memfd_kib(pid) for pid in pids["qemu"]))
+    dropped = before - mem_available_kib()
+    started = time.monotonic()
+    answered = sum(1 for name in names
+                   if place.run("exec", name, "true", check=False).returncode == 0)
+    exec_seconds = time.monotonic() - started
+    with ThreadPoolExecutor(max_workers=2) as workers:
+        list(workers.map(lambda n: place.run("delete", "--force", n, check=False), names))
+    means = {kind: statistics.mean(values) / 1024 for kind, values in per_kind.items()}
+    total = sum(means.values())
+    return {"sandboxes": count, "per_sandbox_mib": round(total, 1),
+            "by_process_mib": {k: round(v, 1) for k, v in means.items()},
+            "share": {k: round(v / total, 3) for k, v in means.items()},
+            "memavailable_drop_per_sandbox_mib": round(dropped / count / 1024, 1),
+            "fit_in_16gib": int(GIB16_KIB / (total * 1024)),
+            "answered_exec": answered, "exec_all_s": round(exec_seconds, 1)}
+
+
+def measure_private(place: Place, settle: float) -> dict[str, Any]:
+    """Ten share-less sandboxes through the launcher: copy-on-write clones of the template."""
+    handles = []
+    with place.applied(COCOON_TEMPLATES="on"):
+        try:
+            for index in range(10):
+                handles.append(start_sandbox(SandboxConfig(
+                    sandbox_id=f"private-{index}", vm_dir=str(place.vm_root / f"p{index}"),
+                    share=False)))
+            time.sleep(settle)
+            qemu = [pss_kib(int(h.info["qemu_pid"])) for h in handles]
+            monitor = [pss_kib(h.monitor_pid) for h in handles]
+        finally:
+            for handle in handles:
+                stop_sandbox(handle.layout, grace=1.0)
+    return {"sandboxes": 10, "qemu_mib": round(statistics.mean(qemu) / 1024, 1),
+            "monitor_mib": round(statistics.mean(monitor) / 1024, 1),
+            "per_sandbox_mib": round((statistics.mean(qemu) + statistics.mean(monitor)) / 1024,
+                                     1)}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    place = Place.make("cbf")
+    bundle = str(busybox_bundle(place.bundles / "sleep", ["sleep", "100000"]))
+    results: dict[str, Any] = {"counts": []}
+    try:
+        place.run("template", "build")
+        for count in args.counts:
+            results["counts"].append(measure_count(place, bundle, count, args.settle))
+        if args.private:
+            results["private"] = measure_private(place, args.settle)
+    finally:
+        place.cleanup()
+    if args.plot and results["counts"]:
+        at = results["counts"][-1]
+        path = bar_plot(PLOTS / "footprint.png",
+                        f"host PSS per idle sandbox at {at['sandboxes']} sandboxes (MiB)",
+                        list(KINDS), [at["by_process_mib"][k] for k in KINDS], "MiB",
+                        target=("target per sandbox", 64.0))
+        results["plot"] = str(path) if path else "matplotlib is not installed"
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="1,10,50",
+                        type=lambda text: [int(part) for part in text.split(",")])
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--private", action="store_true",
+                        help="also measure ten sandboxes without a share")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="write docs/img/footprint.png")
+    args = parser.parse_args()
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    for entry in result["counts"]:
+        parts = ", ".join(f"{kind} {mib:.1f}" for kind, mib in entry["by_process_mib"].items())
+        print(f"{entry['sandboxes']:3d} sandboxes: {entry['per_sandbox_mib']:6.1f} MiB each "
+              f"({parts}); MemAvailable drop {entry['memavailable_drop_per_sandbox_mib']} "
+              f"MiB each; {entry['fit_in_16gib']} fit in 16 GiB; "
+              f"{entry['answered_exec']}/{entry['sandboxes']} answered exec "
+              f"({entry['exec_all_s']} s for all)")
+    if "private" in result:
+        private = result["private"]
+        print(f"without a share (10 copy-on-write clones): {private['per_sandbox_mib']} MiB "
+              f"each (QEMU {private['qemu_mib']}, monitor {private['monitor_mib']})")
+    if "plot" in result:
+        print(f"plot: {result['plot']}")
+
+
+if __name__ == "__main__":
+    main()
