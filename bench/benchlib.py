@@ -184,6 +184,7 @@ def unmapped_memfd_kib(pid: int) -> int:
     copy that the guest has not touched since, resident but mapped by nobody."""
     total = 0
     mapped = 0
+    seen: set[tuple[int, int]] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -191,13 +192,12 @@ def unmapped_memfd_kib(pid: int) -> int:
     for fd in fds:
         try:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            info = os.stat(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        if target.startswith("/memfd:"):
-            try:
-                total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks // 2
-            except OSError:
-                continue
+        if target.startswith("/memfd:") and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))  # QEMU may hold one memfd twice
+            total += info.st_blocks // 2
     if not total:
         return 0
     try:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cocoon.linux import syscalls as sc
 from cocoon.network import audit
+from cocoon.sandbox import pool
 
 # how long a scenario's processes may take to finish exiting after it returns
 DEFAULT_SETTLE = 15.0
@@ -163,6 +164,10 @@ class LeakReport:
         return "; ".join(lines) or "nothing"
 
 
+def _pool_entry(entry: Path) -> bool:
+    return entry.name == pool.INDEX or (entry / pool.MARKER).exists()
+
+
 class LeakCheck:
     """Baseline now, `check()` later. See the module docstring for what counts as ours.
 
@@ -194,8 +199,12 @@ class LeakCheck:
         self.state_roots.append(Path(path))
 
     def _fresh_shared(self) -> list[Path]:
+        """New entries of the shared roots, but the warm pool's: a clone the pool started
+        meanwhile (to replace one a test took) is the pool's, kept by design; `cocoon template
+        rm` stops it. In a private root a pool member is a leak like anything else."""
         return [entry for root in self.shared if root.is_dir()
-                for entry in sorted(root.iterdir()) if entry not in self._baseline_entries]
+                for entry in sorted(root.iterdir())
+                if entry not in self._baseline_entries and not _pool_entry(entry)]
 
     def _owned(self) -> tuple[list[ProcInfo], set[int]]:
         """Our processes, and the pids among them that we may kill."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cocoon.linux import syscalls as sc
+from cocoon.sandbox import pool
 from tests.framework.leaks import LeakCheck, mounts_under, processes
 from tests.framework.sandbox import pid_alive
 
@@ -107,6 +108,23 @@ def test_fresh_entries_of_a_shared_root_count_and_are_not_killed(root: Path) -> 
         assert report.paths == [root / "mine"]
         assert pid_alive(proc.pid)  # not provably ours: reported, not killed
         assert sorted(p.name for p in root.iterdir()) == ["theirs"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_pools_fresh_clones_in_a_shared_root_are_not_leaks(root: Path) -> None:
+    check = LeakCheck(shared=[root])
+    member = root / "0123456789abcdef"
+    member.mkdir()
+    (member / pool.MARKER).write_text('{"template": "t"}')
+    (root / pool.INDEX / "t").mkdir(parents=True)
+    proc = sleeper(cwd=member)
+    try:
+        assert not check.check(settle=0.2)
+        assert pid_alive(proc.pid)
+        (member / pool.MARKER).unlink()  # claimed: now a sandbox like any other
+        assert check.find().paths == [member]
     finally:
         proc.kill()
         proc.wait()

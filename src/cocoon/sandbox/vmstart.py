@@ -9,21 +9,29 @@ when it is the policy, a warning when a template was there but damaged).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon.errors import CocoonError, TemplateError
+from cocoon.errors import CocoonError, ConfigError, TemplateError
 from cocoon.guest import assets
 from cocoon.guest.cache import read_json, resolve_cache_dir
 from cocoon.guest.kernel import Kernel
 from cocoon.hypervisor import accel as accel_mod
-from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare, VMConfig
+from cocoon.hypervisor.config import (
+    DEFAULT_TB_SIZE_MIB,
+    MemoryBackend,
+    NetInterface,
+    VirtioFsShare,
+    VMConfig,
+)
 from cocoon.sandbox.layout import Layout, SandboxConfig
 from cocoon.template import build, policy, store
 from cocoon.template.spec import HOTPLUG_PORTS, TemplateSpec
 
 logger = logging.getLogger("cocoon.sandbox.vmstart")
 
+ENV_TB_SIZE = "COCOON_TCG_TB_MIB"
 TEMPLATE_MACHINE = "q35"  # empty PCIe root ports make hot-plug cheap (see docs/templates.md)
 BUILD_LOCK_TIMEOUT = 300.0
 
@@ -58,6 +66,22 @@ def _image_digest(initrd: Path) -> str | None:
     return None
 
 
+def tb_size_mib() -> int:
+    """TCG's translation buffer per VM, in MiB (`COCOON_TCG_TB_MIB`): QEMU fills it with the
+    guest code it translates and keeps it resident, so it is a large part of what an idle
+    sandbox costs under TCG; a smaller one means more retranslation while the guest works."""
+    text = os.environ.get(ENV_TB_SIZE, "").strip()
+    if not text:
+        return DEFAULT_TB_SIZE_MIB
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{ENV_TB_SIZE} must be a positive number of MiB, not {text!r}")
+    return value
+
+
 def kernel_args(config: SandboxConfig) -> tuple[str, ...]:
     args = list(config.kernel_args)
     if config.debug:
@@ -73,7 +97,7 @@ def template_spec(config: SandboxConfig, boot: GuestBoot) -> TemplateSpec:
         memory_mib=config.memory_mib, vcpus=config.vcpus, machine=TEMPLATE_MACHINE,
         accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
         kernel_args=kernel_args(config), qemu_version=accel_mod.qemu_version(),
-        tb_size_mib=VMConfig.tb_size_mib if boot.decision.accel == "tcg" else None,
+        tb_size_mib=tb_size_mib() if boot.decision.accel == "tcg" else None,
         hotplug_ports=HOTPLUG_PORTS)
 
 
@@ -130,7 +154,7 @@ def cold_config(config: SandboxConfig, boot: GuestBoot, *, shares: tuple[VirtioF
         console_log=layout.console_log, memory_mib=config.memory_mib, vcpus=config.vcpus,
         accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
         machine=config.machine,  # type: ignore[arg-type]
-        agent_socket=layout.agent_socket,
+        tb_size_mib=tb_size_mib(), agent_socket=layout.agent_socket,
         memory_backend=MemoryBackend("memfd", share=True) if shares else None,
         shares=shares, nics=nics)
 
