@@ -18,4 +18,5 @@ class GuestAgentService:
 
     async def WarmUp(self, request: guest_pb2.WarmUpRequest,
                      ctx: CallContext) -> guest_pb2.WarmUpResponse:
-        return guest_pb2.WarmUpResponse(seconds=await warmup.warm_up(self.agent))
+        return guest_pb2.WarmUpResponse(
+            seconds=await warmup.warm_up(self.agent, request.rootfs))

@@ -22,26 +22,33 @@ ROOT = "/run/cocoon-warmup"
 CONTAINER_ID = ".warmup"  # a name no host can create (ids may not start with a dot)
 
 
-def _spec(rootfs: str) -> dict[str, Any]:
+def _spec(rootfs: str, own_usr: bool) -> dict[str, Any]:
     spec = default_spec()
     spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["/usr/bin/busybox", "true"]
-    spec["root"] = {"path": rootfs, "readonly": False}
+    spec["process"]["args"] = ["true"]
+    spec["root"] = {"path": rootfs, "readonly": not own_usr}
     spec["hostname"] = "warmup"
-    spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr",
-                           "options": ["rbind", "ro"]})
+    if own_usr:
+        spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr",
+                               "options": ["rbind", "ro"]})
     return spec
 
 
-async def warm_up(agent: AgentService) -> float:
-    started = time.monotonic()
-    rootfs = f"{ROOT}/rootfs"
-    shutil.rmtree(ROOT, ignore_errors=True)
-    spec = _spec(rootfs)
+def _empty_tree(spec: dict[str, Any], rootfs: str) -> None:
     for mount in spec["mounts"]:
         os.makedirs(rootfs + mount["destination"], exist_ok=True)
     for name in ("bin", "sbin", "lib"):
         os.symlink(f"usr/{name}", f"{rootfs}/{name}")
+
+
+async def warm_up(agent: AgentService, rootfs: str = "") -> float:
+    """Run the throwaway container in `rootfs` (a tree in the guest), or in an empty tree
+    with the guest's /usr."""
+    started = time.monotonic()
+    shutil.rmtree(ROOT, ignore_errors=True)
+    spec = _spec(rootfs or f"{ROOT}/rootfs", own_usr=not rootfs)
+    if not rootfs:
+        _empty_tree(spec, f"{ROOT}/rootfs")
     state = agent.state
     oci = convert.spec_to_proto(parse_spec(spec, source="warm-up spec"))
     try:

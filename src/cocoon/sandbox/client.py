@@ -67,8 +67,8 @@ class SandboxClient:
                                      guest_pb2.TrimMemoryRequest(keep_free_bytes=keep_free),
                                      guest_pb2.TrimMemoryResponse, timeout=timeout)
 
-    async def warm_up(self, timeout: float | None = DEFAULT_TIMEOUT) -> float:
-        response = await self.ttrpc.call(GUEST, "WarmUp", guest_pb2.WarmUpRequest(),
+    async def warm_up(self, rootfs: str = "", timeout: float | None = DEFAULT_TIMEOUT) -> float:
+        response = await self.ttrpc.call(GUEST, "WarmUp", guest_pb2.WarmUpRequest(rootfs=rootfs),
                                          guest_pb2.WarmUpResponse, timeout=timeout)
         return response.seconds
 

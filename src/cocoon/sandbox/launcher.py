@@ -43,11 +43,13 @@ class SandboxHandle:
         return await SandboxClient.connect(self.layout.monitor_socket, timeout=timeout)
 
 
-def spawn_monitor(config: SandboxConfig, pool: str | None = None) -> tuple[int, int]:
+def spawn_monitor(config: SandboxConfig, pool: str | None = None,
+                  nice: int = 0) -> tuple[int, int]:
     """Start the monitor detached; return its pid and the read end of its readiness pipe.
 
     With `pool` (a template name) the monitor becomes a member of the warm pool
-    (`cocoon.sandbox.pool`): it reports nothing, and the returned fd is -1.
+    (`cocoon.sandbox.pool`): it reports nothing, and the returned fd is -1. `nice` lowers its
+    CPU priority (and its QEMU's and virtiofsd's, which inherit it).
     """
     layout = config.layout
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -63,7 +65,8 @@ def spawn_monitor(config: SandboxConfig, pool: str | None = None) -> tuple[int, 
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, pass_fds=(write_fd,) if write_fd >= 0 else (),
-            start_new_session=True, close_fds=True)
+            start_new_session=True, close_fds=True,
+            preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)) if nice else None)
     except OSError:
         if read_fd >= 0:
             os.close(read_fd)

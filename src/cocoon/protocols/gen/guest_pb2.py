@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\"\x0f\n\rWarmUpRequest\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\x8a\x01\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\x8a\x01\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cocoon.protocols.gen.guest_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WARMUPREQUEST']._serialized_start=44
-  _globals['_WARMUPREQUEST']._serialized_end=59
-  _globals['_WARMUPRESPONSE']._serialized_start=61
-  _globals['_WARMUPRESPONSE']._serialized_end=94
-  _globals['_TRIMMEMORYREQUEST']._serialized_start=96
-  _globals['_TRIMMEMORYREQUEST']._serialized_end=140
-  _globals['_TRIMMEMORYRESPONSE']._serialized_start=142
-  _globals['_TRIMMEMORYRESPONSE']._serialized_end=225
-  _globals['_GUESTAGENT']._serialized_start=228
-  _globals['_GUESTAGENT']._serialized_end=366
+  _globals['_WARMUPREQUEST']._serialized_end=75
+  _globals['_WARMUPRESPONSE']._serialized_start=77
+  _globals['_WARMUPRESPONSE']._serialized_end=110
+  _globals['_TRIMMEMORYREQUEST']._serialized_start=112
+  _globals['_TRIMMEMORYREQUEST']._serialized_end=156
+  _globals['_TRIMMEMORYRESPONSE']._serialized_start=158
+  _globals['_TRIMMEMORYRESPONSE']._serialized_end=241
+  _globals['_GUESTAGENT']._serialized_start=244
+  _globals['_GUESTAGENT']._serialized_end=382
 # @@protoc_insertion_point(module_scope)

@@ -5,8 +5,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WarmUpRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("rootfs",)
+    ROOTFS_FIELD_NUMBER: _ClassVar[int]
+    rootfs: str
+    def __init__(self, rootfs: _Optional[str] = ...) -> None: ...
 
 class WarmUpResponse(_message.Message):
     __slots__ = ("seconds",)
