@@ -126,7 +126,7 @@ class Monitor:
             await self._make_sandbox()
         elif self.pool_template is not None:
             for _ in range(POOL_WARM_UPS):
-                seconds = await self.client.warm_up(timeout=60.0)
+                seconds = await self.client.agent.warm_up(timeout=60.0)
                 logger.info("pool member %s: warmed up in %.3f s", self.layout.root.name,
                             seconds)
             self.mark("warmed up")
@@ -250,7 +250,7 @@ class Monitor:
         await self.client.agent("ReseedRandomDev", agent_pb2.ReseedRandomDevRequest(
             data=os.urandom(RESEED_BYTES)), empty_pb2.Empty, timeout=10.0)
         await self._set_clock()
-        self.details = await self.client.guest_details(timeout=5.0)
+        self.details = await self.client.agent.guest_details(timeout=5.0)
         self.mark("reseeded and clock set")
 
     async def _set_clock(self) -> None:
@@ -308,7 +308,7 @@ class Monitor:
                 raise SandboxError(f"sandbox {self.id}: {self._qemu_reason(vm)} "
                                    f"(console: {self._console_hint()})")
             try:
-                await self.client.health(timeout=min(remaining, 5.0))
+                await self.client.agent.health(timeout=min(remaining, 5.0))
                 break
             except RPCError as err:
                 if err.code not in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED):
@@ -320,7 +320,7 @@ class Monitor:
         """After a cold boot: when the kernel and the agent started, from the guest's uptime."""
         assert self.client is not None
         ready_host = time.monotonic()
-        self.details = await self.client.guest_details(timeout=5.0)
+        self.details = await self.client.agent.guest_details(timeout=5.0)
         uptime = self.details.uptime_ns / 1e9
         kernel_start = ready_host - uptime
         self.mark("kernel started", kernel_start)
