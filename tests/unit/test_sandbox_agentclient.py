@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
-from google.protobuf.message_factory import GetMessageClass
 
 from cocoon.errors import ConnectionLostError, RPCError
 from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
 from cocoon.sandbox import agentclient
 from cocoon.sandbox.agentclient import AGENT, GUEST, HEALTH, AgentClient
-from cocoon.ttrpc.server import CallContext, Server
 from cocoon.ttrpc.status import StatusCode
-
-SERVICES = (agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
-            health_pb2.DESCRIPTOR.services_by_name["Health"],
-            guest_pb2.DESCRIPTOR.services_by_name["GuestAgent"])
+from tests.framework.fakeagent import FakeAgent, connected
 
 SPEC = kata_oci_pb2.Spec(Hostname="box", Process=kata_oci_pb2.Process(Args=["true"]))
 PROCESS = kata_oci_pb2.Process(Args=["sh", "-c", "echo hi"], Terminal=True)
@@ -42,55 +34,6 @@ STATS = agent_pb2.StatsContainerResponse(cgroup_stats=agent_pb2.CgroupStats(
     pids_stats=agent_pb2.PidsStats(current=3, limit=20)))
 DETAILS = agent_pb2.GuestDetailsResponse(kernel_release="6.1.0-cloud-amd64", boot_id="b")
 TRIM = guest_pb2.TrimMemoryResponse(mem_free_bytes=1 << 20, zeroed_bytes=5 << 20, seconds=0.5)
-
-
-@dataclass
-class FakeAgent:
-    """Serves every method of the agent's three services: records each request and answers
-    with the reply set for the method (an empty message by default), or raises its error."""
-
-    calls: list[tuple[str, str, Message]] = field(default_factory=list)
-    replies: dict[str, Message] = field(default_factory=dict)
-    errors: dict[str, Exception] = field(default_factory=dict)
-    delays: dict[str, float] = field(default_factory=dict)
-
-    def service(self, descriptor: ServiceDescriptor) -> object:
-        implementation = type("Service", (), {})()
-        for method in descriptor.methods:
-            setattr(implementation, method.name,
-                    self._handler(descriptor.full_name, method.name,
-                                  GetMessageClass(method.output_type)))
-        return implementation
-
-    def _handler(self, service: str, method: str, reply: type[Message]
-                 ) -> Callable[[Message, CallContext], Awaitable[Message]]:
-        async def handle(request: Message, ctx: CallContext) -> Message:
-            self.calls.append((service, method, request))
-            await asyncio.sleep(self.delays.get(method, 0))
-            if method in self.errors:
-                raise self.errors[method]
-            return self.replies.get(method, reply())
-        return handle
-
-
-@asynccontextmanager
-async def connected(agent: FakeAgent) -> AsyncIterator[tuple[AgentClient, asyncio.StreamWriter]]:
-    """A client of `agent` over a socket pair; also the agent's end, to cut the connection."""
-    server = Server()
-    for descriptor in SERVICES:
-        server.register_service(descriptor, agent.service(descriptor))
-    host, guest = socket.socketpair()
-    reader, writer = await asyncio.open_unix_connection(sock=guest)
-    serving = asyncio.create_task(server.serve_connection(reader, writer, peer="host"))
-    client_reader, client_writer = await asyncio.open_unix_connection(sock=host)
-    client = AgentClient.over(client_reader, client_writer, peer="the test agent")
-    try:
-        yield client, writer
-    finally:
-        await client.close()
-        await server.close()
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
 
 
 def run(coro: Awaitable[Any]) -> Any:

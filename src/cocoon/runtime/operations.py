@@ -311,7 +311,7 @@ class Runtime:
                 console.make_raw(0)
             stdio = Stdio(stdin=0, stdout=1, stderr=None if terminal else 2, terminal=terminal,
                           tty_fd=0 if terminal and os.isatty(0) else None)
-            return await ProcessRelay(client, state.id, exec_id, stdio).run()
+            return await ProcessRelay(client.agent, state.id, exec_id, stdio).run()
         except CocoonError as err:
             logger.warning("relay of %s: %s", state.id, err)
             return shim.LOST_STATUS
@@ -358,7 +358,7 @@ class Runtime:
         saved = None
         stdio = Stdio(stdin=0, stdout=1, stderr=None if terminal else 2, terminal=terminal,
                       tty_fd=0 if terminal and os.isatty(0) else None)
-        relay = ProcessRelay(client, state.id, "", stdio)
+        relay = ProcessRelay(client.agent, state.id, "", stdio)
         try:
             if terminal and os.isatty(0):
                 saved = termios.tcgetattr(0)

@@ -109,7 +109,7 @@ class Monitor:
                                                       path=str(self.layout.monitor_socket))
         os.chmod(self.layout.monitor_socket, 0o600)
         self.client = await self._internal_client()
-        self.shims = ShimServer(self.id, self.client)
+        self.shims = ShimServer(self.id, self.client.agent)
         await self.shims.start(self.layout.shim_socket)
         if template is not None:
             try:

@@ -94,7 +94,7 @@ class TaskService:
         """Relay the process's stdio until it exits; record and publish the exit."""
         stdio = process.stdio.relay_stdio()
         try:
-            relay = ProcessRelay(self.pod.client, container.id, process.exec_id, stdio)
+            relay = ProcessRelay(self.pod.client.agent, container.id, process.exec_id, stdio)
             status = await relay.run(forward_signals=False)
         except CocoonError as err:
             logger.warning("%s: lost track of the process: %s", process.name, err)
@@ -114,8 +114,8 @@ class TaskService:
     async def _connect_stdin(self, process: ShimProcess) -> None:
         """Copy containerd's stdin to the process; without one, the process reads end of file."""
         if process.stdio.stdin is not None:
-            process.stdin = StdinPump(self.pod.client, process.container_id, process.exec_id,
-                                      process.stdio.stdin)
+            process.stdin = StdinPump(self.pod.client.agent, process.container_id,
+                                      process.exec_id, process.stdio.stdin)
             process.stdin.start()
         elif not process.stdio.paths.terminal:
             await self._quietly("CloseStdin", agent_pb2.CloseStdinRequest(
