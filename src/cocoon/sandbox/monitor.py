@@ -194,7 +194,7 @@ class Monitor:
             empty_pb2.Empty)
         self.mark("sandbox created")
         if self.network is not None:
-            await self.network.configure_guest(self.client)
+            await self.network.configure_guest(self.client.agent)
             self.mark("network configured")
 
     async def _start_share(self) -> tuple[VirtioFsShare, ...]:
