@@ -128,9 +128,9 @@ async def _boot_and_save(spec: TemplateSpec, tmp: Path, work: Path,
         try:
             vm.mark("agent ready")
             # no GetGuestDetails: reading the kernel's boot id would fix it for every clone
-            warm_up = await client.warm_up(timeout=60.0)
+            warm_up = await client.warm_up()
             vm.mark("warmed up")
-            trim = await client.trim_memory(KEEP_FREE, timeout=60.0)
+            trim = await client.trim_memory(KEEP_FREE)
             vm.mark("trimmed")
         finally:
             await client.close()
