@@ -1,6 +1,6 @@
 """Asking a running container's agent, through its sandbox monitor, and `kill`.
 
-Only the sandbox client and the agent's messages: `cocoon kill`, which engines call to stop
+Only the sandbox and agent clients: `cocoon kill`, which engines call to stop
 every container, imports this module and not `operations`, which holds creation, the relays
 and teardown (QEMU, the launcher, the bundle model).
 """
@@ -8,19 +8,18 @@ and teardown (QEMU, the launcher, the bundle model).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-from google.protobuf import empty_pb2
+from typing import TypeVar
 
 from cocoon.errors import ContainerStateError, RPCError
 from cocoon.oci.state import ContainerState, StateStore, require, validate_id
-from cocoon.protocols.gen import agent_pb2
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import Layout
 from cocoon.ttrpc.status import StatusCode
 
-CALL_TIMEOUT = 60.0
+T = TypeVar("T")
 
 
 async def connect(state: ContainerState) -> SandboxClient:
@@ -31,13 +30,12 @@ async def connect(state: ContainerState) -> SandboxClient:
     return await SandboxClient.connect(layout.monitor_socket, timeout=10.0)
 
 
-async def call_agent(state: ContainerState, method: str, request: Any,
-                     response_type: Any = empty_pb2.Empty,
-                     timeout: float = CALL_TIMEOUT) -> Any:
-    """One call of the agent's service, on a connection of its own."""
+async def call_agent(state: ContainerState, call: Callable[[AgentClient], Awaitable[T]]) -> T:
+    """One call of the container's agent, on a connection of its own:
+    `await call_agent(state, lambda agent: agent.start_container(state.id))`."""
     client = await connect(state)
     try:
-        return await client.agent(method, request, response_type, timeout=timeout)
+        return await call(client.agent)
     finally:
         await client.close()
 
@@ -50,8 +48,8 @@ def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = F
         status = state.current_status()
         require(status, status.can_kill(), state.id, "kill")
         try:
-            asyncio.run(call_agent(state, "SignalProcess", agent_pb2.SignalProcessRequest(
-                container_id=state.id, signal=sig, all=all_processes)))
+            asyncio.run(call_agent(state, lambda agent: agent.signal_process(
+                state.id, "", sig, all=all_processes)))
         except RPCError as err:
             if err.code == StatusCode.NOT_FOUND:
                 raise ContainerStateError(f"cannot kill container {state.id}: it is not "

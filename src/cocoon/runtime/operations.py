@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import empty_pb2
-
 from cocoon.errors import CocoonError, ConfigError, ContainerStateError, RPCError
 from cocoon.oci import convert
 from cocoon.oci.bundle import Bundle, load_bundle
@@ -38,7 +36,7 @@ from cocoon.oci.state import (
 )
 from cocoon.protocols.gen import agent_pb2
 from cocoon.runtime import console, control, guestspec, hooks, shim
-from cocoon.runtime.control import CALL_TIMEOUT
+from cocoon.runtime.control import call_agent
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox_async
@@ -90,13 +88,6 @@ class Runtime:
 
     def layout(self, state: ContainerState) -> Layout:
         return Layout(Path(state.vm_dir))
-
-    async def _client(self, state: ContainerState) -> SandboxClient:
-        return await control.connect(state)
-
-    async def _agent(self, state: ContainerState, method: str, request: Any,
-                     response_type: Any = empty_pb2.Empty, timeout: float = CALL_TIMEOUT) -> Any:
-        return await control.call_agent(state, method, request, response_type, timeout)
 
     def load(self, container_id: str) -> ContainerState:
         return self.store.load(validate_id(container_id))
@@ -150,8 +141,8 @@ class Runtime:
         state.monitor_pid = handle.monitor_pid
         state.boot_id = str(handle.info.get("boot_id", ""))
         state.kernel_release = str(handle.info.get("kernel_release", ""))
-        asyncio.run(self._agent(state, "CreateContainer", agent_pb2.CreateContainerRequest(
-            container_id=state.id, OCI=convert.spec_to_proto(gspec))))
+        oci = convert.spec_to_proto(gspec)
+        asyncio.run(call_agent(state, lambda agent: agent.create_container(state.id, oci)))
         state.status = Status.CREATED
         if not options.foreground:
             master = slave = None
@@ -186,8 +177,7 @@ class Runtime:
                 raise ContainerStateError(f"cannot start container {state.id}: it is already "
                                           f"{status}", id=state.id)
             require(status, status.can_start(), state.id, "start")
-            asyncio.run(self._agent(state, "StartContainer",
-                                    agent_pb2.StartContainerRequest(container_id=state.id)))
+            asyncio.run(call_agent(state, lambda agent: agent.start_container(state.id)))
             state.status = Status.RUNNING
             self.store.save(state)
         spec = load_bundle(state.bundle).spec
@@ -211,13 +201,11 @@ class Runtime:
             status = state.current_status()
             if pause:
                 require(status, status.can_pause(), state.id, "pause")
-                asyncio.run(self._agent(state, "PauseContainer",
-                                        agent_pb2.PauseContainerRequest(container_id=state.id)))
+                asyncio.run(call_agent(state, lambda agent: agent.pause_container(state.id)))
                 state.status = Status.PAUSED
             else:
                 require(status, status.can_resume(), state.id, "resume")
-                asyncio.run(self._agent(state, "ResumeContainer",
-                                        agent_pb2.ResumeContainerRequest(container_id=state.id)))
+                asyncio.run(call_agent(state, lambda agent: agent.resume_container(state.id)))
                 state.status = Status.RUNNING
             self.store.save(state)
 
@@ -229,9 +217,8 @@ class Runtime:
             state = self.store.load(state.id)
             status = state.current_status()
             require(status, status.can_update(), state.id, "update")
-            parsed = LinuxResources.from_dict(resources, "resources")
-            asyncio.run(self._agent(state, "UpdateContainer", agent_pb2.UpdateContainerRequest(
-                container_id=state.id, resources=convert.resources_to_proto(parsed))))
+            proto = convert.resources_to_proto(LinuxResources.from_dict(resources, "resources"))
+            asyncio.run(call_agent(state, lambda agent: agent.update_container(state.id, proto)))
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -249,21 +236,15 @@ class Runtime:
 
     def guest_processes(self, container_id: str) -> str:
         state = self.load(container_id)
-        response = asyncio.run(self._agent(state, "ListProcesses",
-                                           agent_pb2.ListProcessesRequest(
-                                               container_id=state.id, format="table"),
-                                           agent_pb2.ListProcessesResponse))
-        return bytes(response.process_list).decode(errors="replace")
+        table = asyncio.run(call_agent(state, lambda agent: agent.list_processes(state.id)))
+        return table.decode(errors="replace")
 
     def stats(self, container_id: str) -> agent_pb2.StatsContainerResponse:
         state = self.load(container_id)
         status = state.current_status()
         require(status, status in (Status.RUNNING, Status.PAUSED, Status.CREATED), state.id,
                 "get the statistics of")
-        response: agent_pb2.StatsContainerResponse = asyncio.run(self._agent(
-            state, "StatsContainer", agent_pb2.StatsContainerRequest(container_id=state.id),
-            agent_pb2.StatsContainerResponse))
-        return response
+        return asyncio.run(call_agent(state, lambda agent: agent.stats_container(state.id)))
 
     # --- exec ------------------------------------------------------------------------------------
 
@@ -276,9 +257,8 @@ class Runtime:
         if process.terminal and detach and not console_socket:
             raise ConfigError("--tty with --detach needs a --console-socket")
         exec_id = "exec-" + secrets.token_hex(6)
-        asyncio.run(self._agent(state, "ExecProcess", agent_pb2.ExecProcessRequest(
-            container_id=state.id, exec_id=exec_id,
-            process=convert.process_to_proto(process))))
+        proto = convert.process_to_proto(process)
+        asyncio.run(call_agent(state, lambda agent: agent.exec_process(state.id, exec_id, proto)))
         spec = load_bundle(state.bundle).spec
         if detach:
             slave = None
@@ -303,7 +283,7 @@ class Runtime:
 
     async def _relay_foreground(self, state: ContainerState, exec_id: str,
                                 terminal: bool) -> int:
-        client = await self._client(state)
+        client = await control.connect(state)
         saved = None
         try:
             if terminal and os.isatty(0):
@@ -335,7 +315,7 @@ class Runtime:
             terminal = spec.process.terminal
 
             async def go() -> int:
-                client = await self._client(state)
+                client = await control.connect(state)
                 try:
                     relay_task = asyncio.create_task(self._relay_started(client, state, terminal))
                     return await relay_task
@@ -365,9 +345,7 @@ class Runtime:
                 console.make_raw(0)
             runner = asyncio.create_task(relay.run())
             await asyncio.sleep(0)  # the relay's reads are queued before the process starts
-            await client.agent("StartContainer",
-                               agent_pb2.StartContainerRequest(container_id=state.id),
-                               empty_pb2.Empty, timeout=CALL_TIMEOUT)
+            await client.agent.start_container(state.id)
             with self.store.lock(state.id):
                 fresh = self.store.load(state.id)
                 fresh.status = Status.RUNNING
@@ -407,8 +385,8 @@ class Runtime:
         if layout.monitor_socket.exists() and not exited \
                 and state.current_status() is not Status.STOPPED:
             with contextlib.suppress(CocoonError, OSError):
-                await self._agent(state, "SignalProcess", agent_pb2.SignalProcessRequest(
-                    container_id=state.id, signal=signal.SIGKILL, all=True), timeout=5.0)
+                await call_agent(state, lambda agent: agent.signal_process(
+                    state.id, "", signal.SIGKILL, all=True, timeout=5.0))
             await _wait_dead([state.pid, *state.execs.values()], timeout=3.0)
         await stop_sandbox_async(layout, grace=1.0)
         for pid in [state.pid, *state.execs.values()]:
