@@ -35,10 +35,9 @@ TEARDOWN_BOUND = 20.0  # the monitor stops virtiofsd, removes its directory and 
 SLOW_CALL = 8.0        # a call that the agent holds (GetOOMEvent waits for an OOM)
 
 
-async def oom_wait(client: SandboxClient, timeout: float) -> agent_pb2.OOMEvent:
+async def oom_wait(client: SandboxClient, timeout: float) -> str:
     """A call the agent answers only when a container runs out of memory: it stays pending."""
-    return await client.agent("GetOOMEvent", agent_pb2.GetOOMEventRequest(), agent_pb2.OOMEvent,
-                              timeout=timeout)
+    return await client.agent.get_oom_event(timeout=timeout)
 
 
 async def request_garbage(client: SandboxClient) -> None:

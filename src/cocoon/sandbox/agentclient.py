@@ -76,12 +76,6 @@ class AgentClient:
         what the typed methods never would. Host code uses the typed methods."""
         return await self.ttrpc.call(AGENT, method, request, response_type, timeout=timeout)
 
-    async def __call__(self, method: str, request: Message, response_type: type[M],
-                       timeout: float | None = SANDBOX_TIMEOUT) -> M:
-        """Transitional: `SandboxClient.agent(method, request, ...)` as it was before `.agent`
-        became this client, while the host's callers move to the typed methods."""
-        return await self.call(method, request, response_type, timeout=timeout)
-
     async def _empty(self, method: str, request: Message, timeout: float | None) -> None:
         await self.call(method, request, empty_pb2.Empty, timeout=timeout)
 
