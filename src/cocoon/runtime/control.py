@@ -1,8 +1,10 @@
-"""Asking a running container's agent, through its sandbox monitor, and `kill`.
+"""Asking a running container's agent, through its sandbox monitor: the small verbs (kill,
+pause, resume, update) and the queries the agent answers (its process table, statistics).
 
-Only the sandbox and agent clients: `cocoon kill`, which engines call to stop
-every container, imports this module and not `operations`, which holds creation, the relays
-and teardown (QEMU, the launcher, the bundle model).
+Only the sandbox and agent clients and the state model: `cocoon kill`, which engines call to
+stop every container, imports this module and not `operations` and what that imports for
+creation, the relays and teardown (QEMU, the launcher, the bundle model). What only one verb
+needs beyond that (the OCI resources model of `update`) is imported by that verb.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cocoon.errors import ContainerStateError, RPCError
-from cocoon.oci.state import ContainerState, StateStore, require, validate_id
+from cocoon.oci.state import ContainerState, StateStore, Status, require, validate_id
+from cocoon.protocols.gen import agent_pb2
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import Layout
@@ -55,3 +58,58 @@ def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = F
                 raise ContainerStateError(f"cannot kill container {state.id}: it is not "
                                           "running", id=state.id) from err
             raise
+
+
+def pause(store: StateStore, container_id: str) -> None:
+    """Freeze the container's processes (its guest cgroup), under its lock."""
+    _freeze(store, container_id, pause=True)
+
+
+def resume(store: StateStore, container_id: str) -> None:
+    _freeze(store, container_id, pause=False)
+
+
+def _freeze(store: StateStore, container_id: str, pause: bool) -> None:
+    state = store.load(validate_id(container_id))
+    with store.lock(state.id):
+        state = store.load(state.id)
+        status = state.current_status()
+        if pause:
+            require(status, status.can_pause(), state.id, "pause")
+            asyncio.run(call_agent(state, lambda agent: agent.pause_container(state.id)))
+            state.status = Status.PAUSED
+        else:
+            require(status, status.can_resume(), state.id, "resume")
+            asyncio.run(call_agent(state, lambda agent: agent.resume_container(state.id)))
+            state.status = Status.RUNNING
+        store.save(state)
+
+
+def update(store: StateStore, container_id: str, resources: dict[str, Any]) -> None:
+    """Apply new resource limits (`linux.resources` as JSON) to the running container."""
+    from cocoon.oci import convert
+    from cocoon.oci.spec import LinuxResources
+
+    state = store.load(validate_id(container_id))
+    with store.lock(state.id):
+        state = store.load(state.id)
+        status = state.current_status()
+        require(status, status.can_update(), state.id, "update")
+        proto = convert.resources_to_proto(LinuxResources.from_dict(resources, "resources"))
+        asyncio.run(call_agent(state, lambda agent: agent.update_container(state.id, proto)))
+
+
+def guest_processes(store: StateStore, container_id: str) -> str:
+    """The container's processes as the guest's ps(1) prints them."""
+    state = store.load(validate_id(container_id))
+    table = asyncio.run(call_agent(state, lambda agent: agent.list_processes(state.id)))
+    return table.decode(errors="replace")
+
+
+def stats(store: StateStore, container_id: str) -> agent_pb2.StatsContainerResponse:
+    """The container's cgroup and network statistics, from the guest."""
+    state = store.load(validate_id(container_id))
+    status = state.current_status()
+    require(status, status in (Status.RUNNING, Status.PAUSED, Status.CREATED), state.id,
+            "get the statistics of")
+    return asyncio.run(call_agent(state, lambda agent: agent.stats_container(state.id)))

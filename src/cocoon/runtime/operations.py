@@ -189,36 +189,13 @@ class Runtime:
         control.kill(self.store, container_id, sig, all_processes)
 
     def pause(self, container_id: str) -> None:
-        self._freeze(container_id, pause=True)
+        control.pause(self.store, container_id)
 
     def resume(self, container_id: str) -> None:
-        self._freeze(container_id, pause=False)
-
-    def _freeze(self, container_id: str, pause: bool) -> None:
-        state = self.load(container_id)
-        with self.store.lock(state.id):
-            state = self.store.load(state.id)
-            status = state.current_status()
-            if pause:
-                require(status, status.can_pause(), state.id, "pause")
-                asyncio.run(call_agent(state, lambda agent: agent.pause_container(state.id)))
-                state.status = Status.PAUSED
-            else:
-                require(status, status.can_resume(), state.id, "resume")
-                asyncio.run(call_agent(state, lambda agent: agent.resume_container(state.id)))
-                state.status = Status.RUNNING
-            self.store.save(state)
+        control.resume(self.store, container_id)
 
     def update(self, container_id: str, resources: dict[str, Any]) -> None:
-        from cocoon.oci.spec import LinuxResources
-
-        state = self.load(container_id)
-        with self.store.lock(state.id):
-            state = self.store.load(state.id)
-            status = state.current_status()
-            require(status, status.can_update(), state.id, "update")
-            proto = convert.resources_to_proto(LinuxResources.from_dict(resources, "resources"))
-            asyncio.run(call_agent(state, lambda agent: agent.update_container(state.id, proto)))
+        control.update(self.store, container_id, resources)
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -235,16 +212,10 @@ class Runtime:
         return pids
 
     def guest_processes(self, container_id: str) -> str:
-        state = self.load(container_id)
-        table = asyncio.run(call_agent(state, lambda agent: agent.list_processes(state.id)))
-        return table.decode(errors="replace")
+        return control.guest_processes(self.store, container_id)
 
     def stats(self, container_id: str) -> agent_pb2.StatsContainerResponse:
-        state = self.load(container_id)
-        status = state.current_status()
-        require(status, status in (Status.RUNNING, Status.PAUSED, Status.CREATED), state.id,
-                "get the statistics of")
-        return asyncio.run(call_agent(state, lambda agent: agent.stats_container(state.id)))
+        return control.stats(self.store, container_id)
 
     # --- exec ------------------------------------------------------------------------------------
 
