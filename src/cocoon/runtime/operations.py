@@ -14,9 +14,7 @@ import dataclasses
 import logging
 import os
 import secrets
-import signal
 import termios
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +33,11 @@ from cocoon.oci.state import (
     validate_id,
 )
 from cocoon.protocols.gen import agent_pb2
-from cocoon.runtime import console, control, guestspec, hooks, shim
+from cocoon.runtime import console, control, guestspec, hooks, shim, teardown
 from cocoon.runtime.control import call_agent
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.client import SandboxClient
-from cocoon.sandbox.launcher import start_sandbox, stop_sandbox_async
+from cocoon.sandbox.launcher import start_sandbox
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
 from cocoon.sandbox.relay import ProcessRelay, Stdio
 from cocoon.sandbox.share import Share
@@ -127,7 +125,7 @@ class Runtime:
         assert spec.process is not None
         layout = self.layout(state)
         if layout.root.exists():
-            _stop_quietly(layout)  # left by a crash under the same id: stop what runs there
+            teardown.stop_quietly(layout)  # left by a crash under the same id: stop it
         guestspec.check(spec, bundle.rootfs)  # a bad bundle fails before a VM starts for it
         config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
                                memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
@@ -136,7 +134,7 @@ class Runtime:
         # a sandbox from the warm pool lives in the pool member's directory
         layout = handle.layout
         state.vm_dir = str(layout.root)
-        undo.callback(_stop_quietly, layout)
+        undo.callback(teardown.stop_quietly, layout)
         gspec = guestspec.guest_spec(spec, bundle.rootfs, Share(layout.shared), state.id)
         state.monitor_pid = handle.monitor_pid
         state.boot_id = str(handle.info.get("boot_id", ""))
@@ -156,7 +154,7 @@ class Runtime:
                                            log_path=_shim_log(layout)))
             if slave is not None:
                 os.close(slave)
-            undo.callback(_kill_quietly, pid)
+            undo.callback(teardown.kill_quietly, pid)
             state.pid = pid
             state.pid_start = process_start_time(pid) or 0
         if spec.hooks is not None:
@@ -336,52 +334,4 @@ class Runtime:
     def delete(self, container_id: str, force: bool = False, exited: bool = False) -> None:
         """Remove the container and its VM. `exited`: its processes are known to have ended
         (a foreground `run` relayed the exit), so nothing is signalled first."""
-        state = self.load(container_id)
-        with self.store.lock(state.id):
-            state = self.store.load(state.id)
-            status = state.current_status()
-            if not status.can_delete(force):
-                raise ContainerStateError(
-                    f"cannot delete container {state.id}: it is {status} (use --force)",
-                    id=state.id, status=str(status))
-            asyncio.run(self._teardown(state, exited))
-            self.store.remove(state.id)
-        with contextlib.suppress(CocoonError, OSError):
-            spec = load_bundle(state.bundle).spec
-            if spec.hooks is not None:
-                hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
-
-    async def _teardown(self, state: ContainerState, exited: bool = False) -> None:
-        layout = self.layout(state)
-        if layout.monitor_socket.exists() and not exited \
-                and state.current_status() is not Status.STOPPED:
-            with contextlib.suppress(CocoonError, OSError):
-                await call_agent(state, lambda agent: agent.signal_process(
-                    state.id, "", signal.SIGKILL, all=True, timeout=5.0))
-            await _wait_dead([state.pid, *state.execs.values()], timeout=3.0)
-        await stop_sandbox_async(layout, grace=1.0)
-        for pid in [state.pid, *state.execs.values()]:
-            if pid and pid != os.getpid():
-                _kill_quietly(pid)
-
-
-def _stop_quietly(layout: Layout) -> None:
-    asyncio.run(stop_sandbox_async(layout, grace=0.5))
-
-
-async def _wait_dead(pids: Sequence[int], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if all(not p or p == os.getpid() or process_start_time(p) is None for p in pids):
-            return
-        await asyncio.sleep(0.02)
-
-
-def _kill_quietly(pid: int) -> None:
-    if not pid or pid == os.getpid():
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+        teardown.delete(self.store, container_id, force=force, exited=exited)
