@@ -2,76 +2,45 @@
 
 Each operation takes the container's lock, checks the status against the rule for it
 (`cocoon.oci.state`), acts on the sandbox, and saves the new state before it releases the lock.
-A `create` that fails part way undoes everything it did (an ExitStack released on success), so
-a bad bundle or a VM that will not boot leaves no process, mount or directory behind.
+Creation and start are `runtime.create`'s, deletion `runtime.teardown`'s, the agent's small
+verbs and queries `runtime.control`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import secrets
 import termios
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cocoon.errors import CocoonError, ConfigError, ContainerStateError, RPCError
+from cocoon.errors import CocoonError, ConfigError, RPCError
 from cocoon.oci import convert
-from cocoon.oci.bundle import Bundle, load_bundle
-from cocoon.oci.spec import Process, Spec
+from cocoon.oci.bundle import load_bundle
+from cocoon.oci.spec import Process
 from cocoon.oci.state import (
     ContainerState,
     StateStore,
     Status,
-    now_rfc3339,
     process_start_time,
     require,
     validate_id,
 )
 from cocoon.protocols.gen import agent_pb2
-from cocoon.runtime import console, control, guestspec, hooks, shim, teardown
+from cocoon.runtime import console, control, create, shim, teardown
 from cocoon.runtime.control import call_agent
-from cocoon.runtime.sizing import vm_memory_mib
+from cocoon.runtime.create import CreateOptions
 from cocoon.sandbox.client import SandboxClient
-from cocoon.sandbox.launcher import start_sandbox
-from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
+from cocoon.sandbox.layout import Layout
 from cocoon.sandbox.relay import ProcessRelay, Stdio
-from cocoon.sandbox.share import Share
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.runtime")
 
-
-@dataclass(frozen=True)
-class CreateOptions:
-    bundle: Path
-    pid_file: Path | None = None
-    console_socket: str | None = None
-    foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
-
-
-def _netns(spec: Spec) -> str | None:
-    if spec.linux is None:
-        return None
-    namespace = spec.linux.namespace("network")
-    if namespace is None:
-        return None
-    return namespace.path or "new"
-
-
-def _shim_log(layout: Layout) -> Path:
-    """Where a shim logs: its sandbox directory, or $COCOON_SHIM_LOG (kept after teardown)."""
-    return Path(os.environ.get("COCOON_SHIM_LOG") or layout.root / "shim.log")
-
-
-def _write_pid_file(path: Path, pid: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(str(pid))
-    os.replace(tmp, path)
+__all__ = ["CreateOptions", "Runtime"]
 
 
 class Runtime:
@@ -96,92 +65,13 @@ class Runtime:
     def containers(self) -> list[ContainerState]:
         return self.store.load_all()
 
-    # --- create ----------------------------------------------------------------------------
+    # --- create, start, kill, pause, resume, update ---------------------------------------------
 
     def create(self, container_id: str, options: CreateOptions) -> ContainerState:
-        validate_id(container_id)
-        bundle = load_bundle(options.bundle)
-        spec = bundle.spec
-        if spec.process is None:
-            raise ConfigError(f"{bundle.config_path}: process: a container needs a process")
-        if spec.process.terminal and not options.console_socket and not options.foreground:
-            raise ConfigError("process.terminal is true but no --console-socket was given "
-                              "(a detached container needs one for its terminal)")
-        state = ContainerState(
-            id=container_id, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
-            created=now_rfc3339(), annotations=dict(spec.annotations),
-            vm_dir=str(vm_dir_for(str(self.root), container_id)))
-        self.store.create(state)
-        with contextlib.ExitStack() as undo:
-            undo.callback(self.store.remove, container_id)
-            with self.store.lock(container_id):
-                self._create_locked(state, bundle, options, undo)
-                undo.pop_all()
-        return state
-
-    def _create_locked(self, state: ContainerState, bundle: Bundle, options: CreateOptions,
-                       undo: contextlib.ExitStack) -> None:
-        spec = bundle.spec
-        assert spec.process is not None
-        layout = self.layout(state)
-        if layout.root.exists():
-            teardown.stop_quietly(layout)  # left by a crash under the same id: stop it
-        guestspec.check(spec, bundle.rootfs)  # a bad bundle fails before a VM starts for it
-        config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
-                               memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
-                               netns=_netns(spec), debug=self.debug)
-        handle = start_sandbox(config)
-        # a sandbox from the warm pool lives in the pool member's directory
-        layout = handle.layout
-        state.vm_dir = str(layout.root)
-        undo.callback(teardown.stop_quietly, layout)
-        gspec = guestspec.guest_spec(spec, bundle.rootfs, Share(layout.shared), state.id)
-        state.monitor_pid = handle.monitor_pid
-        state.boot_id = str(handle.info.get("boot_id", ""))
-        state.kernel_release = str(handle.info.get("kernel_release", ""))
-        oci = convert.spec_to_proto(gspec)
-        asyncio.run(call_agent(state, lambda agent: agent.create_container(state.id, oci)))
-        state.status = Status.CREATED
-        if not options.foreground:
-            master = slave = None
-            if spec.process.terminal:
-                assert options.console_socket is not None
-                master, slave = console.open_pty()
-                console.send_console(options.console_socket, master, os.ttyname(slave))
-                os.close(master)
-            pid = shim.spawn(shim.ShimSpec(layout.shim_socket, state.id, console=slave,
-                                           netns=_netns(spec),
-                                           log_path=_shim_log(layout)))
-            if slave is not None:
-                os.close(slave)
-            undo.callback(teardown.kill_quietly, pid)
-            state.pid = pid
-            state.pid_start = process_start_time(pid) or 0
-        if spec.hooks is not None:
-            hooks.run_hooks("prestart", spec.hooks.prestart, state.oci_state())
-            hooks.run_hooks("createRuntime", spec.hooks.create_runtime, state.oci_state())
-        self.store.save(state)
-        if options.pid_file is not None and state.pid:
-            _write_pid_file(options.pid_file, state.pid)
-
-    # --- start, kill, pause, resume, update -----------------------------------------------------
+        return create.create(self.store, container_id, options, debug=self.debug)
 
     def start(self, container_id: str) -> ContainerState:
-        state = self.load(container_id)
-        with self.store.lock(state.id):
-            state = self.store.load(state.id)
-            status = state.current_status()
-            if status is Status.RUNNING or status is Status.PAUSED:
-                raise ContainerStateError(f"cannot start container {state.id}: it is already "
-                                          f"{status}", id=state.id)
-            require(status, status.can_start(), state.id, "start")
-            asyncio.run(call_agent(state, lambda agent: agent.start_container(state.id)))
-            state.status = Status.RUNNING
-            self.store.save(state)
-        spec = load_bundle(state.bundle).spec
-        if spec.hooks is not None:
-            hooks.run_hooks("poststart", spec.hooks.poststart, state.oci_state(), fatal=False)
-        return state
+        return create.start(self.store, container_id)
 
     def kill(self, container_id: str, sig: int, all_processes: bool = False) -> None:
         control.kill(self.store, container_id, sig, all_processes)
@@ -230,23 +120,14 @@ class Runtime:
         asyncio.run(call_agent(state, lambda agent: agent.exec_process(state.id, exec_id, proto)))
         spec = load_bundle(state.bundle).spec
         if detach:
-            slave = None
-            if process.terminal:
-                assert console_socket is not None
-                master, slave = console.open_pty()
-                console.send_console(console_socket, master, os.ttyname(slave))
-                os.close(master)
-            pid = shim.spawn(shim.ShimSpec(self.layout(state).shim_socket, state.id, exec_id,
-                                           console=slave, netns=_netns(spec),
-                                           log_path=_shim_log(self.layout(state))))
-            if slave is not None:
-                os.close(slave)
+            pid = create.spawn_shim(self.layout(state), state.id, exec_id, create.netns_of(spec),
+                                    console_socket if process.terminal else None)
             with self.store.lock(state.id):
                 fresh = self.store.load(state.id)
                 fresh.execs[exec_id] = pid
                 self.store.save(fresh)
             if pid_file is not None:
-                _write_pid_file(pid_file, pid)
+                create.write_pid_file(pid_file, pid)
             return pid
         return asyncio.run(self._relay_foreground(state, exec_id, process.terminal))
 
@@ -278,7 +159,7 @@ class Runtime:
         exited = False
         try:
             if options.pid_file is not None:
-                _write_pid_file(options.pid_file, os.getpid())
+                create.write_pid_file(options.pid_file, os.getpid())
             spec = load_bundle(state.bundle).spec
             assert spec.process is not None
             terminal = spec.process.terminal
