@@ -38,7 +38,7 @@ GUEST = "cocoon.GuestAgent"
 
 CALL_TIMEOUT = 60.0     # a container's or a process's lifecycle: the guest may be busy
 SANDBOX_TIMEOUT = 30.0  # setting up the sandbox, health, the network, guest details
-QUICK_TIMEOUT = 10.0    # small things the agent does at once: signals, resizes, clock, RNG
+QUICK_TIMEOUT = 10.0    # small things the agent does at once: resizes, the clock, the RNG
 STDIN_TIMEOUT = 30.0    # closing a process's stdin
 GUEST_TIMEOUT = 60.0    # the template's own calls (a warm-up runs a whole container)
 READ_SIZE = 1 << 20     # at most this much output per read
