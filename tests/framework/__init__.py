@@ -7,6 +7,8 @@
   process, no mount and no directory of the scenario may be left; what is found is cleaned up
   and reported.
 - `tests.framework.guests`: variant guest images (a guest that writes garbage on the agent port).
+- `tests.framework.fakeagent.FakeAgent`: the agent's ttrpc services in-process, recording every
+  request, for unit tests of the agent client and the relay (no VM).
 
 Fixtures (tests/conftest.py), for every test marked `vm` or `integration`:
 

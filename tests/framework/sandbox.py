@@ -12,7 +12,7 @@ sandbox is up and reads them through those descriptors (the text outlives the un
     with Sandbox.boot("t1") as sb:
         async def scenario() -> None:
             client = await sb.client()
-            assert await client.health()
+            assert await client.agent.health()
         asyncio.run(scenario())
 """
 

@@ -65,11 +65,14 @@ def test_reading_verbs_import_nothing_heavy(args: list[str], root: Path) -> None
 def test_kill_imports_the_agent_client_but_not_the_vm_machinery(root: Path) -> None:
     result, modules = run_verb(root, "kill", "gone")
     assert result.returncode == 1
-    assert "cocoon.sandbox.client" in modules  # it talks to the agent...
+    assert "cocoon.sandbox.agentclient" in modules  # it talks to the agent...
     vm = sorted(m for m in modules if m.startswith(("qemu", "pyroute2", "cocoon.hypervisor",
                                                     "cocoon.sandbox.launcher",
                                                     "cocoon.sandbox.monitor",
-                                                    "cocoon.runtime.operations")))
+                                                    "cocoon.runtime.operations",
+                                                    "cocoon.runtime.create",
+                                                    "cocoon.runtime.foreground",
+                                                    "cocoon.runtime.teardown")))
     assert vm == []  # ...and starts no VM
 
 

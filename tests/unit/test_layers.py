@@ -7,7 +7,10 @@ Rules that hold the layers apart:
   protobuf, python3-seccomp and each other, never the host side (QEMU, pyroute2, the sandbox,
   the runtime, ...): the guest has none of it;
 - entry points are leaves: a process's entry module (`python -m ...`, a console script, the
-  guest's init) is run, never imported, so importing a helper never drags in a whole process.
+  guest's init) is run, never imported, so importing a helper never drags in a whole process;
+- one agent client: on the host, only `cocoon.sandbox.agentclient` builds the agent's requests
+  (`agent_pb2.<X>Request(...)`, `health_pb2...`, `guest_pb2...`); everything else calls its typed
+  methods (the guest's own code, which serves those requests, is exempt).
 Only src/cocoon is checked: tests and benchmarks drive entry points and agent code in-process.
 """
 
@@ -56,6 +59,11 @@ HOST_THIRD_PARTY = ("pyroute2", "qemu")
 # what the guest image has besides the standard library: protobuf (google.protobuf and its upb
 # extension) and Debian's python3-seccomp
 GUEST_THIRD_PARTY = ("google", "seccomp")
+
+# the agent's API (its request messages are built by AGENT_CLIENT only, on the host side)
+AGENT_API = frozenset(f"cocoon.protocols.gen.{name}" for name in ("agent_pb2", "health_pb2",
+                                                                  "guest_pb2"))
+AGENT_CLIENT = "cocoon.sandbox.agentclient"
 
 # an import statement inside a string: code a file writes out for another interpreter
 _EMBEDDED_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\s|import\s+([\w.]+))", re.M)
@@ -223,6 +231,52 @@ def entry_violations(files: Sources) -> list[str]:
     return problems
 
 
+def _agent_api_names(path: Path, tree: ast.AST) -> tuple[set[str], set[str]]:
+    """The names a file binds to the agent API's modules (`agent_pb2`, an alias) and to their
+    request classes (`from ...agent_pb2 import StartContainerRequest`)."""
+    modules = {name.rpartition(".")[2] for name in AGENT_API}
+    classes: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _absolute(path, node)
+            for alias in node.names:
+                bound = alias.asname or alias.name
+                if f"{base}.{alias.name}" in AGENT_API:
+                    modules.add(bound)
+                elif base in AGENT_API and alias.name.endswith("Request"):
+                    classes.add(bound)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in AGENT_API and alias.asname:
+                    modules.add(alias.asname)
+    return modules, classes
+
+
+def request_violations(files: Sources) -> list[str]:
+    """On the host side, only the agent client constructs the agent's request messages."""
+    problems: list[str] = []
+    for path, text in files:
+        if path.is_relative_to(PACKAGE / "agent") or module_name(path) == AGENT_CLIENT:
+            continue
+        tree = ast.parse(text, filename=str(path))
+        modules, classes = _agent_api_names(path, tree)
+        calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)),
+                       key=lambda n: (n.lineno, n.col_offset))
+        for node in calls:
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr.endswith("Request"):
+                owner = ast.unparse(func.value)
+                built = owner in modules or owner in AGENT_API
+            else:
+                built = isinstance(func, ast.Name) and func.id in classes
+            if built:
+                problems.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(func)}(...): only "
+                    f"{AGENT_CLIENT} builds the agent's requests; call a method of its "
+                    "AgentClient (and add one there for a new call)")
+    return problems
+
+
 def _report(problems: list[str]) -> str:
     return "\n" + "\n".join(dict.fromkeys(problems))
 
@@ -247,6 +301,13 @@ def test_the_linux_package_is_neutral_and_in_the_guest_image() -> None:
 
 def test_entry_points_are_leaves() -> None:
     problems = entry_violations(read(source_files()))
+    assert not problems, _report(problems)
+
+
+def test_only_the_agent_client_builds_the_agents_requests() -> None:
+    files = read(source_files())
+    assert any(module_name(p) == AGENT_CLIENT for p, _ in files)
+    problems = request_violations(files)
     assert not problems, _report(problems)
 
 
@@ -325,3 +386,32 @@ def test_the_guest_rule_refuses_host_and_unknown_imports() -> None:
     assert "cocoon.network is host-only" in problems[1]
     assert problems[2].endswith("not yaml")
     assert "not that module (AGENT_PATHS" in problems[3]
+
+
+@pytest.mark.parametrize(("rel", "text", "where"), [
+    ("runtime/x.py", "from cocoon.protocols.gen import agent_pb2\n"
+     "r = agent_pb2.StartContainerRequest(container_id='c')\n", "2: agent_pb2.StartContainer"),
+    ("shim/x.py", "from cocoon.protocols.gen import health_pb2 as h\n\n\ndef f():\n"
+     "    return h.CheckRequest()\n", "5: h.CheckRequest(...)"),
+    ("template/x.py", "from cocoon.protocols.gen.guest_pb2 import WarmUpRequest as W\nW()\n",
+     "2: W(...)"),
+    ("cli/x.py", "import cocoon.protocols.gen.agent_pb2\n"
+     "cocoon.protocols.gen.agent_pb2.GetOOMEventRequest()\n", "2: cocoon.protocols.gen"),
+    ("sandbox/x.py", "from ..protocols.gen import agent_pb2 as pb\npb.WaitProcessRequest()\n",
+     "2: pb.WaitProcessRequest(...)"),
+])
+def test_the_checker_names_file_and_line_of_a_request_built_outside_the_client(
+        rel: str, text: str, where: str) -> None:
+    problems = request_violations([(PACKAGE / rel, text)])
+    assert len(problems) == 1 and problems[0].startswith(f"src/cocoon/{rel}:{where}"), problems
+    assert "only cocoon.sandbox.agentclient builds the agent's requests" in problems[0]
+
+
+def test_the_request_rule_lets_messages_the_client_and_the_guest_be() -> None:
+    text = "from cocoon.protocols.gen import agent_pb2\nagent_pb2.StartContainerRequest()\n"
+    assert request_violations([(PACKAGE / "sandbox" / "agentclient.py", text)]) == []
+    assert request_violations([(PACKAGE / "agent" / "service.py", text)]) == []
+    allowed = ("from cocoon.protocols.gen import agent_pb2, monitor_pb2\n"
+               "agent_pb2.Storage(driver='virtio-fs')\nmonitor_pb2.StatusRequest()\n"
+               "x: agent_pb2.StartContainerRequest | None = None\n")
+    assert request_violations([(PACKAGE / "sandbox" / "monitor.py", allowed)]) == []

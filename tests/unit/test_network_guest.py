@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -13,8 +12,9 @@ from cocoon.errors import NetworkError, RPCError
 from cocoon.linux import rtnl
 from cocoon.network import guest
 from cocoon.network.plan import Endpoint, NetworkPlan
-from cocoon.protocols.gen import kata_types_pb2
+from cocoon.protocols.gen import agent_pb2, kata_types_pb2
 from cocoon.ttrpc.status import StatusCode
+from tests.framework.fakeagent import FakeAgent, connected
 
 ETH0 = rtnl.Link(3, "eth0", 1, 1450, "8a:1b:2c:3d:4e:5f", "veth")
 ETH1 = rtnl.Link(4, "net1", 1, 1500, "8a:1b:2c:3d:4e:60", "veth")
@@ -30,19 +30,14 @@ PLAN = NetworkPlan(
                              rtnl.NUD_PERMANENT),))
 
 
-class Recorder:
-    """Records the calls; answers with an empty response, or fails the method named."""
+def configure(agent: FakeAgent, plan: NetworkPlan) -> list[tuple[str, Message]]:
+    """Configure `plan` through a client of `agent`; the calls the agent received."""
+    async def scenario() -> None:
+        async with connected(agent) as (client, _):
+            await guest.configure(client, plan)
 
-    def __init__(self, fail: str = "") -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.fail = fail
-
-    async def agent(self, method: str, request: Message, response_type: type[Any],
-                    timeout: float | None = None) -> Any:
-        self.calls.append((method, request))
-        if method == self.fail:
-            raise RPCError(StatusCode.NOT_FOUND, "no guest network device has MAC x")
-        return response_type()
+    asyncio.run(scenario())
+    return [(method, request) for _, method, request in agent.calls]
 
 
 def test_interfaces_carry_name_mac_mtu_and_addresses() -> None:
@@ -61,20 +56,23 @@ def test_routes_name_their_device_and_use_kata_destinations() -> None:
 
 
 def test_configure_sends_interfaces_then_routes_then_neighbours() -> None:
-    recorder = Recorder()
-    asyncio.run(guest.configure(recorder, PLAN))
-    assert [method for method, _ in recorder.calls] == [
+    calls = configure(FakeAgent(), PLAN)
+    assert [method for method, _ in calls] == [
         "UpdateInterface", "UpdateInterface", "UpdateRoutes", "AddARPNeighbors"]
-    neighbors = recorder.calls[-1][1].neighbors.ARPNeighbors
+    assert calls[0][1] == agent_pb2.UpdateInterfaceRequest(
+        interface=guest.interface_proto(PLAN.endpoints[0]))
+    assert calls[2][1] == agent_pb2.UpdateRoutesRequest(routes=guest.routes_proto(PLAN))
+    request = calls[-1][1]
+    assert isinstance(request, agent_pb2.AddARPNeighborsRequest)
+    neighbors = request.neighbors.ARPNeighbors
     assert [(n.toIPAddress.address, n.device, n.lladdr, n.state) for n in neighbors] == [
         ("10.88.0.9", "eth0", "02:00:00:00:00:09", rtnl.NUD_PERMANENT)]
 
 
 def test_an_empty_plan_sends_nothing_and_a_refusal_is_a_network_error() -> None:
-    recorder = Recorder()
-    asyncio.run(guest.configure(recorder, NetworkPlan()))
-    assert recorder.calls == []
-    failing = Recorder(fail="UpdateInterface")
+    assert configure(FakeAgent(), NetworkPlan()) == []
+    failing = FakeAgent(errors={"UpdateInterface": RPCError(
+        StatusCode.NOT_FOUND, "no guest network device has MAC x")})
     with pytest.raises(NetworkError, match=r"configuring the guest.s network failed: .*MAC x"):
-        asyncio.run(guest.configure(failing, PLAN))
+        configure(failing, PLAN)
     assert len(failing.calls) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 from google.protobuf import empty_pb2
 
 from cocoon.protocols.gen import agent_pb2
-from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.shim.stdin import StdinPump
 from cocoon.ttrpc.server import CallContext, Server
 
@@ -37,12 +37,12 @@ class SlowAgent:
         return empty_pb2.Empty()
 
 
-async def _setup(tmp_path: Path) -> tuple[SlowAgent, Server, SandboxClient, int, int]:
+async def _setup(tmp_path: Path) -> tuple[SlowAgent, Server, AgentClient, int, int]:
     agent = SlowAgent()
     server = Server()
     server.register_service(AGENT, agent)
     await server.start_unix(tmp_path / "agent.sock")
-    client = await SandboxClient.connect(tmp_path / "agent.sock")
+    client = await AgentClient.connect(tmp_path / "agent.sock")
     fifo = tmp_path / "stdin"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)

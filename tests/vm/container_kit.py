@@ -7,8 +7,8 @@ Two ways to run a container, matching what the tests must show:
   host process and read its exit status. It uses `cocoon run` when the CLI has that verb and
   otherwise the same runtime call through `python -m tests.vm.container_kit run`.
 - `GuestSandbox`: one booted VM that many containers share, driven through the agent API with a
-  `SandboxClient` (CreateContainer, StartContainer, ReadStdout, WaitProcess, ...), so the checks
-  of each OCI setting do not each pay for a VM boot.
+  `SandboxClient`'s typed agent client (create_container, start_container, read_stdout,
+  wait_process, ...), so the checks of each OCI setting do not each pay for a VM boot.
 
 Every sandbox directory lives under a private VM root (`COCOON_VM_DIR`), so the framework's
 leak check (`tests.framework.leaks.LeakCheck`) can tell what a test left behind without being
@@ -39,7 +39,6 @@ from cocoon.guest.assets import ensure_busybox_rootfs
 from cocoon.oci import convert
 from cocoon.oci.default import default_spec
 from cocoon.oci.spec import parse_spec
-from cocoon.protocols.gen import agent_pb2
 from cocoon.runtime.guestspec import guest_spec
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox
@@ -215,15 +214,16 @@ class GuestSandbox:
         root = rootfs if rootfs is not None else self.rootfs(container_id)
         try:
             gspec = guest_spec(parsed, root, self.share, container_id)
-            await client.agent("CreateContainer", agent_pb2.CreateContainerRequest(
-                container_id=container_id, OCI=convert.spec_to_proto(gspec)), empty_pb2.Empty)
+            await client.agent.create_container(container_id, convert.spec_to_proto(gspec),
+                                                timeout=30.0)
         except BaseException:
             self.share.remove_container(container_id)  # as the runtime undoes a failed create
             raise
 
     async def call(self, client: SandboxClient, method: str, request: Any,
                    response_type: Any = empty_pb2.Empty, timeout: float = 60.0) -> Any:
-        return await client.agent(method, request, response_type, timeout=timeout)
+        """Any agent method with a request the test built (`AgentClient.call`)."""
+        return await client.agent.call(method, request, response_type, timeout=timeout)
 
     async def collect(self, client: SandboxClient, container_id: str, exec_id: str = "",
                       stderr: bool = False, into: bytearray | None = None) -> bytes:
@@ -232,22 +232,17 @@ class GuestSandbox:
         A test that watches a stream live passes `into` and looks at it as it grows (rather
         than cancelling reads: the agent would answer a cancelled read, and that data is lost).
         """
-        method = "ReadStderr" if stderr else "ReadStdout"
+        read = client.agent.read_stderr if stderr else client.agent.read_stdout
         data = into if into is not None else bytearray()
         while True:
-            response = await client.agent(method, agent_pb2.ReadStreamRequest(
-                container_id=container_id, exec_id=exec_id, len=1 << 20),
-                agent_pb2.ReadStreamResponse, timeout=None)
-            if not response.data:
+            chunk = await read(container_id, exec_id, 1 << 20, timeout=None)
+            if not chunk:
                 return bytes(data)
-            data += response.data
+            data += chunk
 
     async def wait(self, client: SandboxClient, container_id: str, exec_id: str = "",
                    timeout: float = 120.0) -> int:
-        response = await client.agent("WaitProcess", agent_pb2.WaitProcessRequest(
-            container_id=container_id, exec_id=exec_id), agent_pb2.WaitProcessResponse,
-            timeout=timeout)
-        return int(response.status)
+        return await client.agent.wait_process(container_id, exec_id, timeout=timeout)
 
     async def output_of(self, client: SandboxClient, container_id: str, exec_id: str = "",
                         stdin: bytes | None = None) -> Result:
@@ -256,18 +251,14 @@ class GuestSandbox:
         err = asyncio.create_task(self.collect(client, container_id, exec_id, stderr=True))
         if stdin is not None:
             if stdin:
-                await client.agent("WriteStdin", agent_pb2.WriteStreamRequest(
-                    container_id=container_id, exec_id=exec_id, data=stdin),
-                    agent_pb2.WriteStreamResponse)
-            await client.agent("CloseStdin", agent_pb2.CloseStdinRequest(
-                container_id=container_id, exec_id=exec_id), empty_pb2.Empty)
+                await client.agent.write_stdin(container_id, exec_id, stdin, timeout=30.0)
+            await client.agent.close_stdin(container_id, exec_id)
         status = await self.wait(client, container_id, exec_id)
         return Result(status, await out, await err)
 
     async def remove(self, client: SandboxClient, container_id: str) -> None:
         with contextlib.suppress(RPCError):
-            await client.agent("RemoveContainer", agent_pb2.RemoveContainerRequest(
-                container_id=container_id, timeout=5), empty_pb2.Empty)
+            await client.agent.remove_container(container_id, stop_timeout=5, timeout=30.0)
         self.share.remove_container(container_id)
 
     async def run(self, container_id: str, spec: Mapping[str, Any],
@@ -280,8 +271,7 @@ class GuestSandbox:
                 pending = asyncio.create_task(
                     self.output_of(client, container_id, stdin=stdin))
                 await asyncio.sleep(0)
-                await client.agent("StartContainer", agent_pb2.StartContainerRequest(
-                    container_id=container_id), empty_pb2.Empty)
+                await client.agent.start_container(container_id, timeout=30.0)
                 return await pending
             finally:
                 await self.remove(client, container_id)

@@ -20,7 +20,8 @@ import pytest
 from cocoon.errors import ConnectionLostError, RPCError, SandboxError
 from cocoon.guest import assets
 from cocoon.protocols.gen import agent_pb2, health_pb2
-from cocoon.sandbox.client import HEALTH, SandboxClient
+from cocoon.sandbox.agentclient import HEALTH
+from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.monitor import MAX_AGENT_FAILURES
 from cocoon.ttrpc.status import StatusCode
 from tests.framework.guests import ALWAYS, GARBAGE_REQUEST, misbehaving_image
@@ -34,10 +35,9 @@ TEARDOWN_BOUND = 20.0  # the monitor stops virtiofsd, removes its directory and 
 SLOW_CALL = 8.0        # a call that the agent holds (GetOOMEvent waits for an OOM)
 
 
-async def oom_wait(client: SandboxClient, timeout: float) -> agent_pb2.OOMEvent:
+async def oom_wait(client: SandboxClient, timeout: float) -> str:
     """A call the agent answers only when a container runs out of memory: it stays pending."""
-    return await client.agent("GetOOMEvent", agent_pb2.GetOOMEventRequest(), agent_pb2.OOMEvent,
-                              timeout=timeout)
+    return await client.agent.get_oom_event(timeout=timeout)
 
 
 async def request_garbage(client: SandboxClient) -> None:
@@ -70,10 +70,10 @@ def test_a_vm_boots_cold_and_runs_the_guest_kernel(sandboxes: Sandboxes,
 
     async def scenario() -> None:
         client = await sandbox.client()
-        assert await client.health(timeout=30.0)
+        assert await client.agent.health(timeout=30.0)
         version = await client.ttrpc.call(HEALTH, "Version", health_pb2.CheckRequest(),
                                           health_pb2.VersionCheckResponse, timeout=30.0)
-        details = await client.guest_details(timeout=30.0)
+        details = await client.agent.guest_details(timeout=30.0)
         status = await client.status()
         kernel = assets.find_kernel()
         assert kernel is not None
@@ -108,8 +108,10 @@ def test_two_clients_are_answered_at_the_same_time(sandboxes: Sandboxes) -> None
         started = time.monotonic()
         calls: list[Awaitable[object]] = []
         for _ in range(5):
-            calls += [first.health(timeout=SLOW_CALL), second.guest_details(timeout=SLOW_CALL),
-                      second.health(timeout=SLOW_CALL), first.guest_details(timeout=SLOW_CALL),
+            calls += [first.agent.health(timeout=SLOW_CALL),
+                      second.agent.guest_details(timeout=SLOW_CALL),
+                      second.agent.health(timeout=SLOW_CALL),
+                      first.agent.guest_details(timeout=SLOW_CALL),
                       second.status()]
         answers = await asyncio.gather(*calls)
         elapsed = time.monotonic() - started
@@ -122,7 +124,7 @@ def test_two_clients_are_answered_at_the_same_time(sandboxes: Sandboxes) -> None
             await slow
         assert expired.value.code == StatusCode.DEADLINE_EXCEEDED
         # the abandoned stream does not disturb the connection it was made on
-        assert await first.health(timeout=30.0)
+        assert await first.agent.health(timeout=30.0)
         await sandbox.close_clients()
 
     asyncio.run(scenario())
@@ -149,7 +151,7 @@ def test_kill_9_of_qemu_fails_the_clients_and_leaves_nothing(sandboxes: Sandboxe
         assert heard < DEATH_BOUND, f"clients heard of QEMU's death after {heard:.2f} s"
         # a call after the death: refused at once, never left waiting
         with pytest.raises((RPCError, ConnectionLostError)) as late:
-            await first.health(timeout=10.0)
+            await first.agent.health(timeout=10.0)
         if isinstance(late.value, RPCError):
             assert late.value.code == StatusCode.UNAVAILABLE
         await wait_until_stopped(sandbox, (*pids.all(), *virtiofsd))
@@ -202,7 +204,7 @@ async def healthy_again(client: SandboxClient, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            return await client.health(timeout=10.0)
+            return await client.agent.health(timeout=10.0)
         except RPCError as err:
             if err.code != StatusCode.UNAVAILABLE:
                 raise

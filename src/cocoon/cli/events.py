@@ -14,6 +14,7 @@ from cocoon.cli.context import Context
 from cocoon.errors import CocoonError, ConfigError
 from cocoon.oci.state import Status
 from cocoon.protocols.gen import agent_pb2
+from cocoon.runtime import control
 from cocoon.runtime.operations import Runtime
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -59,21 +60,17 @@ def stats_event(container_id: str, response: agent_pb2.StatsContainerResponse) -
 
 
 async def _stream(rt: Runtime, container_id: str, interval: float) -> None:
-    state = rt.load(container_id)
-    client = await rt._client(state)
+    client = await control.connect(rt.load(container_id))
 
     async def ooms() -> None:
         while True:
-            event = await client.agent("GetOOMEvent", agent_pb2.GetOOMEventRequest(),
-                                       agent_pb2.OOMEvent, timeout=None)
-            if event.container_id == container_id:
+            if await client.agent.get_oom_event() == container_id:
                 print(json.dumps({"type": "oom", "id": container_id}), flush=True)
 
     watcher = asyncio.create_task(ooms())
     try:
         while rt.load(container_id).current_status() is not Status.STOPPED:
-            response = await client.agent("StatsContainer", agent_pb2.StatsContainerRequest(
-                container_id=container_id), agent_pb2.StatsContainerResponse)
+            response = await client.agent.stats_container(container_id, timeout=30.0)
             print(json.dumps(stats_event(container_id, response)), flush=True)
             await asyncio.sleep(interval)
     finally:

@@ -24,6 +24,7 @@ from cocoon.network import guest, inspect, tc
 from cocoon.network.netns import run_in_netns, same_namespace
 from cocoon.network.plan import NetworkPlan, plan
 from cocoon.network.tap import open_tap
+from cocoon.sandbox.agentclient import AgentClient
 
 logger = logging.getLogger("cocoon.network.attach")
 
@@ -56,8 +57,8 @@ class NetworkAttachment:
                 os.close(fd)
         self.tap_fds = [-1 for _ in self.tap_fds]
 
-    async def configure_guest(self, client: guest.AgentCaller) -> None:
-        await guest.configure(client, self.plan)
+    async def configure_guest(self, agent: AgentClient) -> None:
+        await guest.configure(agent, self.plan)
 
     def detach(self) -> None:
         """Remove the redirects and close the taps; safe to call twice and after a crash."""

@@ -1,31 +1,21 @@
-"""Telling the agent what the namespace holds: a plan as Kata's UpdateInterface, UpdateRoutes
-and AddARPNeighbors requests (the generated types stay in this module), and the calls."""
+"""Telling the agent what the namespace holds: a plan as Kata's Interface, Routes and
+ARPNeighbors messages (the generated network types stay in this module), sent with the agent
+client's UpdateInterface, UpdateRoutes and AddARPNeighbors."""
 
 from __future__ import annotations
 
 import logging
 import socket
-from typing import Protocol, TypeVar
-
-from google.protobuf import empty_pb2
-from google.protobuf.message import Message
 
 from cocoon.errors import CocoonError, NetworkError
 from cocoon.linux import rtnl
 from cocoon.network.plan import Endpoint, NetworkPlan
 from cocoon.protocols.gen import agent_pb2, kata_types_pb2
+from cocoon.sandbox.agentclient import AgentClient
 
 logger = logging.getLogger("cocoon.network.guest")
 
 CALL_TIMEOUT = 30.0
-M = TypeVar("M", bound=Message)
-
-
-class AgentCaller(Protocol):
-    """What configuring the guest needs of a sandbox client."""
-
-    async def agent(self, method: str, request: Message, response_type: type[M],
-                    timeout: float | None = ...) -> M: ...
 
 
 def _family(family: int) -> kata_types_pb2.IPFamily:
@@ -59,20 +49,17 @@ def neighbors_proto(plan: NetworkPlan) -> agent_pb2.ARPNeighbors:
         for n in plan.neighbors])
 
 
-async def configure(client: AgentCaller, plan: NetworkPlan, timeout: float = CALL_TIMEOUT
+async def configure(agent: AgentClient, plan: NetworkPlan, timeout: float = CALL_TIMEOUT
                     ) -> None:
     """Interfaces first (routes name them and need their addresses), then routes, neighbours."""
     if plan.empty:
         return
     try:
         for endpoint in plan.endpoints:
-            await client.agent("UpdateInterface", agent_pb2.UpdateInterfaceRequest(
-                interface=interface_proto(endpoint)), kata_types_pb2.Interface, timeout=timeout)
-        await client.agent("UpdateRoutes", agent_pb2.UpdateRoutesRequest(
-            routes=routes_proto(plan)), agent_pb2.Routes, timeout=timeout)
+            await agent.update_interface(interface_proto(endpoint), timeout=timeout)
+        await agent.update_routes(routes_proto(plan), timeout=timeout)
         if plan.neighbors:
-            await client.agent("AddARPNeighbors", agent_pb2.AddARPNeighborsRequest(
-                neighbors=neighbors_proto(plan)), empty_pb2.Empty, timeout=timeout)
+            await agent.add_arp_neighbors(neighbors_proto(plan), timeout=timeout)
     except CocoonError as err:
         raise NetworkError(f"configuring the guest's network failed: {err}") from err
     logger.info("guest network: %s", ", ".join(

@@ -1,26 +1,28 @@
-"""Asking a running container's agent, through its sandbox monitor, and `kill`.
+"""Asking a running container's agent, through its sandbox monitor: the small verbs (kill,
+pause, resume, update) and the queries the agent answers (its process table, statistics).
 
-Only the sandbox client and the agent's messages: `cocoon kill`, which engines call to stop
-every container, imports this module and not `operations`, which holds creation, the relays
-and teardown (QEMU, the launcher, the bundle model).
+Only the sandbox and agent clients and the state model: `cocoon kill`, which engines call to
+stop every container, imports this module and not `operations` and what that imports for
+creation, the relays and teardown (QEMU, the launcher, the bundle model). What only one verb
+needs beyond that (the OCI resources model of `update`) is imported by that verb.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-from google.protobuf import empty_pb2
+from typing import Any, TypeVar
 
 from cocoon.errors import ContainerStateError, RPCError
-from cocoon.oci.state import ContainerState, StateStore, require, validate_id
+from cocoon.oci.state import ContainerState, StateStore, Status, require, validate_id
 from cocoon.protocols.gen import agent_pb2
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import Layout
 from cocoon.ttrpc.status import StatusCode
 
-CALL_TIMEOUT = 60.0
+T = TypeVar("T")
 
 
 async def connect(state: ContainerState) -> SandboxClient:
@@ -31,13 +33,12 @@ async def connect(state: ContainerState) -> SandboxClient:
     return await SandboxClient.connect(layout.monitor_socket, timeout=10.0)
 
 
-async def call_agent(state: ContainerState, method: str, request: Any,
-                     response_type: Any = empty_pb2.Empty,
-                     timeout: float = CALL_TIMEOUT) -> Any:
-    """One call of the agent's service, on a connection of its own."""
+async def call_agent(state: ContainerState, call: Callable[[AgentClient], Awaitable[T]]) -> T:
+    """One call of the container's agent, on a connection of its own:
+    `await call_agent(state, lambda agent: agent.start_container(state.id))`."""
     client = await connect(state)
     try:
-        return await client.agent(method, request, response_type, timeout=timeout)
+        return await call(client.agent)
     finally:
         await client.close()
 
@@ -50,10 +51,65 @@ def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = F
         status = state.current_status()
         require(status, status.can_kill(), state.id, "kill")
         try:
-            asyncio.run(call_agent(state, "SignalProcess", agent_pb2.SignalProcessRequest(
-                container_id=state.id, signal=sig, all=all_processes)))
+            asyncio.run(call_agent(state, lambda agent: agent.signal_process(
+                state.id, "", sig, all=all_processes)))
         except RPCError as err:
             if err.code == StatusCode.NOT_FOUND:
                 raise ContainerStateError(f"cannot kill container {state.id}: it is not "
                                           "running", id=state.id) from err
             raise
+
+
+def pause(store: StateStore, container_id: str) -> None:
+    """Freeze the container's processes (its guest cgroup), under its lock."""
+    _freeze(store, container_id, pause=True)
+
+
+def resume(store: StateStore, container_id: str) -> None:
+    _freeze(store, container_id, pause=False)
+
+
+def _freeze(store: StateStore, container_id: str, pause: bool) -> None:
+    state = store.load(validate_id(container_id))
+    with store.lock(state.id):
+        state = store.load(state.id)
+        status = state.current_status()
+        if pause:
+            require(status, status.can_pause(), state.id, "pause")
+            asyncio.run(call_agent(state, lambda agent: agent.pause_container(state.id)))
+            state.status = Status.PAUSED
+        else:
+            require(status, status.can_resume(), state.id, "resume")
+            asyncio.run(call_agent(state, lambda agent: agent.resume_container(state.id)))
+            state.status = Status.RUNNING
+        store.save(state)
+
+
+def update(store: StateStore, container_id: str, resources: dict[str, Any]) -> None:
+    """Apply new resource limits (`linux.resources` as JSON) to the running container."""
+    from cocoon.oci import convert
+    from cocoon.oci.spec import LinuxResources
+
+    state = store.load(validate_id(container_id))
+    with store.lock(state.id):
+        state = store.load(state.id)
+        status = state.current_status()
+        require(status, status.can_update(), state.id, "update")
+        proto = convert.resources_to_proto(LinuxResources.from_dict(resources, "resources"))
+        asyncio.run(call_agent(state, lambda agent: agent.update_container(state.id, proto)))
+
+
+def guest_processes(store: StateStore, container_id: str) -> str:
+    """The container's processes as the guest's ps(1) prints them."""
+    state = store.load(validate_id(container_id))
+    table = asyncio.run(call_agent(state, lambda agent: agent.list_processes(state.id)))
+    return table.decode(errors="replace")
+
+
+def stats(store: StateStore, container_id: str) -> agent_pb2.StatsContainerResponse:
+    """The container's cgroup and network statistics, from the guest."""
+    state = store.load(validate_id(container_id))
+    status = state.current_status()
+    require(status, status in (Status.RUNNING, Status.PAUSED, Status.CREATED), state.id,
+            "get the statistics of")
+    return asyncio.run(call_agent(state, lambda agent: agent.stats_container(state.id)))

@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import empty_pb2
-
 from cocoon import log, network
 from cocoon.errors import CocoonError, RPCError, SandboxError
 from cocoon.guest import assets
@@ -35,7 +33,7 @@ from cocoon.hypervisor.qemu import QemuVM, describe_exit
 from cocoon.protocols.gen import agent_pb2, monitor_pb2
 from cocoon.runtime import sizing
 from cocoon.sandbox import pool, vmstart
-from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.proxy import AgentProxy
 from cocoon.sandbox.share import GUEST_MOUNTPOINT, VIRTIOFS_TAG, Share, remove_vm_dir
@@ -66,7 +64,7 @@ class Monitor:
         self.proxy = AgentProxy(self.id, local=self._local)
         self.server: asyncio.AbstractServer | None = None
         self.shims: ShimServer | None = None
-        self.client: SandboxClient | None = None
+        self.agent: AgentClient | None = None  # the monitor's own client, through its proxy
         self.state = "booting"
         self.accel = ""
         self.details: agent_pb2.GuestDetailsResponse | None = None
@@ -107,8 +105,8 @@ class Monitor:
         self.server = await asyncio.start_unix_server(self.proxy.serve_client,
                                                       path=str(self.layout.monitor_socket))
         os.chmod(self.layout.monitor_socket, 0o600)
-        self.client = await self._internal_client()
-        self.shims = ShimServer(self.id, self.client)
+        self.agent = await self._internal_client()
+        self.shims = ShimServer(self.id, self.agent)
         await self.shims.start(self.layout.shim_socket)
         if template is not None:
             try:
@@ -138,12 +136,11 @@ class Monitor:
         busybox tree on the share, so that QEMU has translated the guest code a container's
         start runs, the share's included (measured under TCG: a real container's create and
         start took 0.46 s and 0.30 s in a fresh clone; about 0.15 s and 0.03 s once warm)."""
-        assert self.client is not None
-        seconds = await self.client.warm_up(timeout=60.0)
+        assert self.agent is not None
+        seconds = await self.agent.warm_up()
         logger.info("pool member %s: warmed up in %.3f s", self.layout.root.name, seconds)
         await self._plug_share()
-        await self.client.agent("CreateSandbox", agent_pb2.CreateSandboxRequest(
-            storages=self._storages(), sandbox_id=self.id), empty_pb2.Empty)
+        await self.agent.create_sandbox("", self.id, self._storages())
         self.mark("share mounted")
         if self.share is not None:
             rootfs = await asyncio.to_thread(assets.ensure_busybox_rootfs,
@@ -151,7 +148,7 @@ class Monitor:
                                              if self.config.asset_dir else None)
             guest_root = self.share.expose_rootfs(WARM_UP_ID, rootfs, readonly=True)
             try:
-                seconds = await self.client.warm_up(guest_root, timeout=60.0)
+                seconds = await self.agent.warm_up(guest_root)
             finally:
                 self.share.remove_container(WARM_UP_ID)
             logger.info("pool member %s: warmed up on the share in %.3f s",
@@ -220,13 +217,11 @@ class Monitor:
 
     async def _make_sandbox(self) -> None:
         """The guest becomes this sandbox: hostname, the share mounted, the network set."""
-        assert self.client is not None
-        await self.client.agent("CreateSandbox", agent_pb2.CreateSandboxRequest(
-            hostname=self.config.hostname, storages=self._storages(), sandbox_id=self.id),
-            empty_pb2.Empty)
+        assert self.agent is not None
+        await self.agent.create_sandbox(self.config.hostname, self.id, self._storages())
         self.mark("sandbox created")
         if self.network is not None:
-            await self.network.configure_guest(self.client)
+            await self.network.configure_guest(self.agent)
             self.mark("network configured")
 
     async def _start_share(self) -> tuple[VirtioFsShare, ...]:
@@ -274,23 +269,19 @@ class Monitor:
         finally:
             os.close(state_fd)
             clone.close_quietly(memory_fd)
-        assert self.vm is not None and self.client is not None
+        assert self.vm is not None and self.agent is not None
         await self.vm.wait_restored()
         self.mark("restored")
         await self.vm.resume()
         await self._wait_for_agent(CLONE_AGENT_TIMEOUT)
-        await self.client.agent("ReseedRandomDev", agent_pb2.ReseedRandomDevRequest(
-            data=os.urandom(RESEED_BYTES)), empty_pb2.Empty, timeout=10.0)
+        await self.agent.reseed_random_dev(os.urandom(RESEED_BYTES))
         await self._set_clock()
-        self.details = await self.client.guest_details(timeout=5.0)
+        self.details = await self.agent.guest_details(timeout=5.0)
         self.mark("reseeded and clock set")
 
     async def _set_clock(self) -> None:
-        assert self.client is not None
-        now = time.time_ns()
-        await self.client.agent("SetGuestDateTime", agent_pb2.SetGuestDateTimeRequest(
-            Sec=now // 1_000_000_000, Usec=now % 1_000_000_000 // 1000), empty_pb2.Empty,
-            timeout=10.0)
+        assert self.agent is not None
+        await self.agent.set_guest_date_time(time.time_ns())
 
     async def _start_vm(self, config: VMConfig) -> None:
         self.t0 = time.monotonic()
@@ -314,17 +305,17 @@ class Monitor:
                 await vm.stop(grace=0)
         await self.proxy.fail_pending("the VM was replaced")
 
-    async def _internal_client(self) -> SandboxClient:
+    async def _internal_client(self) -> AgentClient:
         """The monitor's own calls go through its proxy like everyone else's."""
         mine, theirs = socket.socketpair()
         reader, writer = await asyncio.open_unix_connection(sock=theirs)
         self._tasks.append(asyncio.create_task(self.proxy.serve_client(reader, writer),
                                                name="internal-client"))
         r, w = await asyncio.open_unix_connection(sock=mine)
-        return SandboxClient.over(r, w, peer=f"sandbox {self.id}")
+        return AgentClient.over(r, w, peer=f"sandbox {self.id}")
 
     async def _wait_for_agent(self, timeout: float) -> None:
-        assert self.client is not None and self.vm is not None
+        assert self.agent is not None and self.vm is not None
         vm = self.vm
         deadline = time.monotonic() + timeout
         while True:
@@ -340,7 +331,7 @@ class Monitor:
                 raise SandboxError(f"sandbox {self.id}: {self._qemu_reason(vm)} "
                                    f"(console: {self._console_hint()})")
             try:
-                await self.client.health(timeout=min(remaining, 5.0))
+                await self.agent.health(timeout=min(remaining, 5.0))
                 break
             except RPCError as err:
                 if err.code not in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED):
@@ -350,9 +341,9 @@ class Monitor:
 
     async def _guest_timeline(self) -> None:
         """After a cold boot: when the kernel and the agent started, from the guest's uptime."""
-        assert self.client is not None
+        assert self.agent is not None
         ready_host = time.monotonic()
-        self.details = await self.client.guest_details(timeout=5.0)
+        self.details = await self.agent.guest_details(timeout=5.0)
         uptime = self.details.uptime_ns / 1e9
         kernel_start = ready_host - uptime
         self.mark("kernel started", kernel_start)
@@ -472,12 +463,11 @@ class Monitor:
             if self.shims is not None:
                 await self.shims.close()
             vm = self.vm
-            if vm is not None and vm.running and self.proxy.connected.is_set() and self.client:
+            if vm is not None and vm.running and self.proxy.connected.is_set() and self.agent:
                 # the agent stops the containers and syncs the guest's filesystems before it
                 # answers; the guest's own power-off is not waited for (QEMU is stopped below)
                 with contextlib.suppress(CocoonError, OSError):
-                    await self.client.agent("DestroySandbox", agent_pb2.DestroySandboxRequest(),
-                                            empty_pb2.Empty, timeout=grace)
+                    await self.agent.destroy_sandbox(timeout=grace)
             if vm is not None:
                 with contextlib.suppress(CocoonError, OSError):
                     await vm.stop(grace=0)
@@ -489,9 +479,9 @@ class Monitor:
                 await self.virtiofsd.stop()
             for task in self._tasks:
                 task.cancel()
-            if self.client is not None:
+            if self.agent is not None:
                 with contextlib.suppress(Exception):
-                    await self.client.close()
+                    await self.agent.close()
             remove_vm_dir(self.layout.root)
             self.mark("torn down")
         finally:

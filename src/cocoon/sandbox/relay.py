@@ -23,11 +23,8 @@ import termios
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from google.protobuf import empty_pb2
-
 from cocoon.errors import CocoonError, RPCError
-from cocoon.protocols.gen import agent_pb2
-from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.sandbox.relay")
@@ -100,9 +97,9 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
 
 
 class ProcessRelay:
-    def __init__(self, client: SandboxClient, container_id: str, exec_id: str,
+    def __init__(self, agent: AgentClient, container_id: str, exec_id: str,
                  stdio: Stdio) -> None:
-        self.client = client
+        self.agent = agent
         self.cid = container_id
         self.eid = exec_id
         self.stdio = stdio
@@ -111,22 +108,20 @@ class ProcessRelay:
 
     # --- output ----------------------------------------------------------------------------
 
-    async def _pump_out(self, method: str, fd: int | None) -> None:
-        request = agent_pb2.ReadStreamRequest(container_id=self.cid, exec_id=self.eid,
-                                              len=READ_SIZE)
+    async def _pump_out(self, stderr: bool, fd: int | None) -> None:
+        read = self.agent.read_stderr if stderr else self.agent.read_stdout
         while True:
             try:
-                response = await self.client.agent(method, request, agent_pb2.ReadStreamResponse,
-                                                   timeout=NO_CALL_TIMEOUT)
+                data = await read(self.cid, self.eid, READ_SIZE, timeout=NO_CALL_TIMEOUT)
             except RPCError as err:
                 if err.code in (StatusCode.NOT_FOUND,):
                     return
                 raise
-            if not response.data:
+            if not data:
                 return
             if fd is not None:
                 try:
-                    await write_all(fd, response.data)
+                    await write_all(fd, data)
                 except OSError as err:
                     if err.errno in (errno.EPIPE, errno.EBADF, errno.EIO):
                         fd = None  # the reader went away: keep draining the guest side
@@ -148,8 +143,7 @@ class ProcessRelay:
             else:
                 data_source = self._stream_reads(reader)
             await self._write_pipelined(data_source)
-            await self.client.agent("CloseStdin", agent_pb2.CloseStdinRequest(
-                container_id=self.cid, exec_id=self.eid), empty_pb2.Empty, timeout=30.0)
+            await self.agent.close_stdin(self.cid, self.eid)
         except RPCError as err:
             if err.code not in (StatusCode.NOT_FOUND, StatusCode.FAILED_PRECONDITION):
                 raise
@@ -165,13 +159,12 @@ class ProcessRelay:
         the host->guest channel and the guest's work overlap.
         """
         window = asyncio.Semaphore(STDIN_IN_FLIGHT)
-        sent: list[asyncio.Task[agent_pb2.WriteStreamResponse]] = []
+        sent: list[asyncio.Task[int]] = []
 
-        async def write(data: bytes) -> agent_pb2.WriteStreamResponse:
+        async def write(data: bytes) -> int:
             try:
-                return await self.client.agent("WriteStdin", agent_pb2.WriteStreamRequest(
-                    container_id=self.cid, exec_id=self.eid, data=data),
-                    agent_pb2.WriteStreamResponse, timeout=NO_CALL_TIMEOUT)
+                return await self.agent.write_stdin(self.cid, self.eid, data,
+                                                    timeout=NO_CALL_TIMEOUT)
             finally:
                 window.release()
 
@@ -220,9 +213,7 @@ class ProcessRelay:
 
     async def send_signal(self, sig: int) -> None:
         with contextlib.suppress(CocoonError):
-            await self.client.agent("SignalProcess", agent_pb2.SignalProcessRequest(
-                container_id=self.cid, exec_id=self.eid, signal=sig), empty_pb2.Empty,
-                timeout=10.0)
+            await self.agent.signal_process(self.cid, self.eid, sig, timeout=10.0)
 
     def _resize(self) -> None:
         self._loop.create_task(self.resize())
@@ -234,9 +225,7 @@ class ProcessRelay:
         if size is None:
             return
         with contextlib.suppress(CocoonError):
-            await self.client.agent("TtyWinResize", agent_pb2.TtyWinResizeRequest(
-                container_id=self.cid, exec_id=self.eid, row=size[0], column=size[1]),
-                empty_pb2.Empty, timeout=10.0)
+            await self.agent.tty_win_resize(self.cid, self.eid, size[0], size[1])
 
     def _remove_signals(self) -> None:
         for sig in self._signals:
@@ -264,19 +253,15 @@ class ProcessRelay:
             self._install_signals()
         tasks: list[asyncio.Task[None]] = []
         try:
-            outputs = [asyncio.create_task(self._pump_out("ReadStdout", self.stdio.stdout))]
+            outputs = [asyncio.create_task(self._pump_out(False, self.stdio.stdout))]
             if not self.stdio.terminal:
-                outputs.append(asyncio.create_task(self._pump_out("ReadStderr",
-                                                                  self.stdio.stderr)))
+                outputs.append(asyncio.create_task(self._pump_out(True, self.stdio.stderr)))
             tasks.extend(outputs)
             if self.stdio.stdin is not None:
                 tasks.append(asyncio.create_task(self._pump_in(self.stdio.stdin)))
             if self.stdio.terminal:
                 await self.resize()
-            response = await self.client.agent("WaitProcess", agent_pb2.WaitProcessRequest(
-                container_id=self.cid, exec_id=self.eid), agent_pb2.WaitProcessResponse,
-                timeout=NO_CALL_TIMEOUT)
-            status = response.status
+            status = await self.agent.wait_process(self.cid, self.eid, timeout=NO_CALL_TIMEOUT)
             if not 0 <= status <= 255:
                 logger.warning("guest reported exit status %d; using 255", status)
                 status = 255

@@ -20,7 +20,7 @@ from typing import Any
 
 from cocoon.errors import CocoonError
 from cocoon.runtime import shimwire
-from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.relay import ProcessRelay, Stdio
 
 logger = logging.getLogger("cocoon.sandbox.shimserver")
@@ -29,9 +29,9 @@ ATTACH_TIMEOUT = 10.0
 
 
 class ShimServer:
-    def __init__(self, sandbox_id: str, client: SandboxClient) -> None:
+    def __init__(self, sandbox_id: str, agent: AgentClient) -> None:
         self.sandbox_id = sandbox_id
-        self.client = client
+        self.agent = agent
         self._sock: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -92,7 +92,7 @@ class ShimServer:
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             if rest:
                 reader.feed_data(rest)
-            await self._relay(ProcessRelay(self.client, cid, eid, stdio), reader, writer)
+            await self._relay(ProcessRelay(self.agent, cid, eid, stdio), reader, writer)
         except (ValueError, KeyError, TypeError, OSError, TimeoutError) as err:
             logger.warning("sandbox %s: a shim was refused: %s", self.sandbox_id, err)
         finally:

@@ -21,6 +21,7 @@ from cocoon.errors import CocoonError, SandboxError
 from cocoon.oci.spec import LinuxNamespace, Spec
 from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec
 from cocoon.runtime.sizing import vm_memory_mib
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig
@@ -70,10 +71,11 @@ class Pod:
         return self._client is not None
 
     @property
-    def client(self) -> SandboxClient:
+    def agent(self) -> AgentClient:
+        """The pod's agent, through its sandbox monitor."""
         if self._client is None:
             raise SandboxError(f"pod {self.id}: its VM is not running", pod=self.id)
-        return self._client
+        return self._client.agent
 
     async def ensure_started(self, spec: Spec) -> bool:
         """Boot the pod's VM unless it runs; True when this call booted it."""

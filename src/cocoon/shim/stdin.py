@@ -13,11 +13,8 @@ import contextlib
 import logging
 import os
 
-from google.protobuf import empty_pb2
-
 from cocoon.errors import CocoonError, RPCError
-from cocoon.protocols.gen import agent_pb2
-from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.shim.stdin")
@@ -28,8 +25,8 @@ PROCESS_GONE = (StatusCode.NOT_FOUND, StatusCode.FAILED_PRECONDITION)
 
 
 class StdinPump:
-    def __init__(self, client: SandboxClient, container_id: str, exec_id: str, fd: int) -> None:
-        self.client = client
+    def __init__(self, agent: AgentClient, container_id: str, exec_id: str, fd: int) -> None:
+        self.agent = agent
         self.container_id = container_id
         self.exec_id = exec_id
         self.fd = fd
@@ -47,9 +44,8 @@ class StdinPump:
             lambda: asyncio.StreamReaderProtocol(reader), pipe)
         try:
             while data := await reader.read(CHUNK):
-                await self.client.agent("WriteStdin", agent_pb2.WriteStreamRequest(
-                    container_id=self.container_id, exec_id=self.exec_id, data=data),
-                    agent_pb2.WriteStreamResponse, timeout=None)
+                await self.agent.write_stdin(self.container_id, self.exec_id, data,
+                                             timeout=None)
         except RPCError as err:
             if err.code not in PROCESS_GONE:
                 logger.warning("stdin of %s: %s", self.container_id, err)
@@ -67,9 +63,7 @@ class StdinPump:
             return
         self._closed = True
         try:
-            await self.client.agent("CloseStdin", agent_pb2.CloseStdinRequest(
-                container_id=self.container_id, exec_id=self.exec_id), empty_pb2.Empty,
-                timeout=30.0)
+            await self.agent.close_stdin(self.container_id, self.exec_id)
         except RPCError as err:
             if err.code not in PROCESS_GONE:
                 logger.warning("closing stdin of %s: %s", self.container_id, err)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from google.protobuf import empty_pb2
@@ -26,10 +26,10 @@ from cocoon.oci import convert
 from cocoon.oci.bundle import load_bundle
 from cocoon.oci.jsonmodel import FieldError
 from cocoon.oci.spec import LinuxResources, Process
-from cocoon.protocols.gen import agent_pb2
 from cocoon.protocols.gen import containerd_events_pb2 as ev
 from cocoon.protocols.gen import containerd_task_pb2 as api
 from cocoon.protocols.gen import containerd_types_task_pb2 as types
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.relay import ProcessRelay
 from cocoon.shim import mounts
 from cocoon.shim.address import bundle_annotations, pod_of
@@ -76,25 +76,25 @@ class TaskService:
             raise RPCError(StatusCode.NOT_FOUND,
                            f"container {container_id} does not exist in this shim") from None
 
-    async def _agent(self, method: str, request: object,
-                     response_type: type = empty_pb2.Empty) -> object:
-        return await self.pod.client.agent(method, request, response_type,  # type: ignore[arg-type]
-                                           timeout=CALL_TIMEOUT)
+    @property
+    def agent(self) -> AgentClient:
+        return self.pod.agent
 
-    async def _quietly(self, method: str, request: object) -> None:
+    async def _quietly(self, what: str, call: Callable[[AgentClient], Awaitable[None]]) -> None:
+        """An agent call whose failure is logged, not raised (what it acts on may be gone)."""
         try:
-            await self._agent(method, request)
+            await call(self.agent)
         except RPCError as err:
             if err.code not in TOLERATED:
-                logger.warning("%s: %s", method, err)
+                logger.warning("%s: %s", what, err)
         except CocoonError as err:
-            logger.info("%s: %s", method, err)
+            logger.info("%s: %s", what, err)
 
     async def _watch(self, container: ShimContainer, process: ShimProcess) -> None:
         """Relay the process's stdio until it exits; record and publish the exit."""
         stdio = process.stdio.relay_stdio()
         try:
-            relay = ProcessRelay(self.pod.client, container.id, process.exec_id, stdio)
+            relay = ProcessRelay(self.agent, container.id, process.exec_id, stdio)
             status = await relay.run(forward_signals=False)
         except CocoonError as err:
             logger.warning("%s: lost track of the process: %s", process.name, err)
@@ -114,24 +114,23 @@ class TaskService:
     async def _connect_stdin(self, process: ShimProcess) -> None:
         """Copy containerd's stdin to the process; without one, the process reads end of file."""
         if process.stdio.stdin is not None:
-            process.stdin = StdinPump(self.pod.client, process.container_id, process.exec_id,
+            process.stdin = StdinPump(self.agent, process.container_id, process.exec_id,
                                       process.stdio.stdin)
             process.stdin.start()
         elif not process.stdio.paths.terminal:
-            await self._quietly("CloseStdin", agent_pb2.CloseStdinRequest(
-                container_id=process.container_id, exec_id=process.exec_id))
+            await self._quietly("CloseStdin", lambda agent: agent.close_stdin(
+                process.container_id, process.exec_id, timeout=CALL_TIMEOUT))
 
     async def _watch_oom(self) -> None:
         while True:
             try:
-                event = await self.pod.client.agent("GetOOMEvent", agent_pb2.GetOOMEventRequest(),
-                                                    agent_pb2.OOMEvent, timeout=None)
+                container_id = await self.agent.get_oom_event()
             except CocoonError as err:
                 logger.debug("OOM watch ends: %s", err)
                 return
-            if event.container_id in self.containers:
-                logger.info("container %s: out of memory", event.container_id)
-                self.events.publish(ev.TaskOOM(container_id=event.container_id))
+            if container_id in self.containers:
+                logger.info("container %s: out of memory", container_id)
+                self.events.publish(ev.TaskOOM(container_id=container_id))
 
     # --- create, start, delete -----------------------------------------------------------------
 
@@ -166,10 +165,9 @@ class TaskService:
             paths = StdioPaths(request.stdin, request.stdout, request.stderr, request.terminal)
             stdio = open_stdio(paths)
             undo.callback(stdio.close)
-            await self._agent("CreateContainer", agent_pb2.CreateContainerRequest(
-                container_id=cid, OCI=convert.spec_to_proto(gspec)))
+            await self.agent.create_container(cid, convert.spec_to_proto(gspec))
             undo.push_async_callback(self._quietly, "RemoveContainer",
-                                     agent_pb2.RemoveContainerRequest(container_id=cid, timeout=5))
+                                     lambda agent: agent.remove_container(cid, stop_timeout=5))
             undo.pop_all()
         process = ShimProcess(cid, "", stdio)
         await self._connect_stdin(process)
@@ -191,9 +189,9 @@ class TaskService:
         async with process.start_lock:
             process.require((CREATED,), "start")
             if process.exec_id:
-                await self._agent("ExecProcess", agent_pb2.ExecProcessRequest(
-                    container_id=container.id, exec_id=process.exec_id,
-                    process=process.process_proto))
+                assert process.process_proto is not None  # Exec added it with its Process
+                await self.agent.exec_process(container.id, process.exec_id,
+                                              process.process_proto)
                 process.status = RUNNING
                 await self._connect_stdin(process)
                 process.relay = asyncio.create_task(self._watch(container, process),
@@ -201,8 +199,7 @@ class TaskService:
                 self.events.publish(ev.TaskExecStarted(
                     container_id=container.id, exec_id=process.exec_id, pid=self.pid))
             else:
-                await self._agent("StartContainer",
-                                  agent_pb2.StartContainerRequest(container_id=container.id))
+                await self.agent.start_container(container.id)
                 process.status = RUNNING
                 self.events.publish(ev.TaskStart(container_id=container.id, pid=self.pid))
         return api.StartResponse(pid=self.pid)
@@ -216,8 +213,8 @@ class TaskService:
             container.execs.pop(process.exec_id, None)
             return self._delete_response(process)
         if process.status == CREATED:  # as runc: deleting a created container kills it
-            await self._quietly("SignalProcess", agent_pb2.SignalProcessRequest(
-                container_id=container.id, signal=signal.SIGKILL, all=True))
+            await self._quietly("SignalProcess", lambda agent: agent.signal_process(
+                container.id, "", signal.SIGKILL, all=True))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(KILL_WAIT):
                     await process.exited.wait()
@@ -226,7 +223,7 @@ class TaskService:
         for other in container.processes():
             other.stdio.close()
         await self._quietly("RemoveContainer",
-                            agent_pb2.RemoveContainerRequest(container_id=container.id, timeout=5))
+                            lambda agent: agent.remove_container(container.id, stop_timeout=5))
         self.pod.share.remove_container(container.id)
         if container.rootfs is not None:
             mounts.unmount_rootfs(container.rootfs)
@@ -255,16 +252,14 @@ class TaskService:
         container = self._container(request.id)
         process = container.process(request.exec_id)
         process.require_live("signal")
-        await self._agent("SignalProcess", agent_pb2.SignalProcessRequest(
-            container_id=container.id, exec_id=process.exec_id, signal=request.signal,
-            all=request.all))
+        await self.agent.signal_process(container.id, process.exec_id, request.signal,
+                                        all=request.all)
         return EMPTY
 
     async def Pause(self, request: api.PauseRequest, ctx: CallContext) -> empty_pb2.Empty:
         process = self._container(request.id).init
         process.require((RUNNING,), "pause")
-        await self._agent("PauseContainer",
-                          agent_pb2.PauseContainerRequest(container_id=request.id))
+        await self.agent.pause_container(request.id)
         process.status = PAUSED
         self.events.publish(ev.TaskPaused(container_id=request.id))
         return EMPTY
@@ -272,8 +267,7 @@ class TaskService:
     async def Resume(self, request: api.ResumeRequest, ctx: CallContext) -> empty_pb2.Empty:
         process = self._container(request.id).init
         process.require((PAUSED,), "resume")
-        await self._agent("ResumeContainer",
-                          agent_pb2.ResumeContainerRequest(container_id=request.id))
+        await self.agent.resume_container(request.id)
         process.status = RUNNING
         self.events.publish(ev.TaskResumed(container_id=request.id))
         return EMPTY
@@ -306,9 +300,8 @@ class TaskService:
     async def ResizePty(self, request: api.ResizePtyRequest, ctx: CallContext) -> empty_pb2.Empty:
         process = self._container(request.id).process(request.exec_id)
         process.require_live("resize the terminal of")
-        await self._agent("TtyWinResize", agent_pb2.TtyWinResizeRequest(
-            container_id=request.id, exec_id=request.exec_id, row=request.height,
-            column=request.width))
+        await self.agent.tty_win_resize(request.id, request.exec_id, request.height,
+                                        request.width, timeout=CALL_TIMEOUT)
         return EMPTY
 
     async def CloseIO(self, request: api.CloseIORequest, ctx: CallContext) -> empty_pb2.Empty:
@@ -318,8 +311,8 @@ class TaskService:
         if process.stdin is not None:
             await process.stdin.close()  # what the client wrote arrives first
         else:
-            await self._quietly("CloseStdin", agent_pb2.CloseStdinRequest(
-                container_id=request.id, exec_id=request.exec_id))
+            await self._quietly("CloseStdin", lambda agent: agent.close_stdin(
+                request.id, request.exec_id, timeout=CALL_TIMEOUT))
         return EMPTY
 
     async def Update(self, request: api.UpdateTaskRequest, ctx: CallContext) -> empty_pb2.Empty:
@@ -330,8 +323,7 @@ class TaskService:
                 _parse_json(request.resources.value, "resources"), "resources")
         except FieldError as err:
             raise ConfigError(f"update of {container.id}: {err}") from err
-        await self._agent("UpdateContainer", agent_pb2.UpdateContainerRequest(
-            container_id=container.id, resources=convert.resources_to_proto(resources)))
+        await self.agent.update_container(container.id, convert.resources_to_proto(resources))
         return EMPTY
 
     # --- queries -----------------------------------------------------------------------------
@@ -353,10 +345,8 @@ class TaskService:
         """The container's processes as guest pids (host pids do not exist for them)."""
         container = self._container(request.id)
         container.init.require_live("list the processes of")
-        response = await self._agent("ListProcesses", agent_pb2.ListProcessesRequest(
-            container_id=container.id, format="json"), agent_pb2.ListProcessesResponse)
-        assert isinstance(response, agent_pb2.ListProcessesResponse)
-        pids = _parse_json(response.process_list, "the agent's process list")
+        process_list = await self.agent.list_processes(container.id, "json")
+        pids = _parse_json(process_list, "the agent's process list")
         if not isinstance(pids, list):
             raise RPCError(StatusCode.INTERNAL, "the agent's process list is not a list")
         return api.PidsResponse(processes=[types.ProcessInfo(pid=int(p)) for p in pids])
@@ -364,9 +354,7 @@ class TaskService:
     async def Stats(self, request: api.StatsRequest, ctx: CallContext) -> api.StatsResponse:
         container = self._container(request.id)
         container.init.require_live("get the statistics of")
-        response = await self._agent("StatsContainer", agent_pb2.StatsContainerRequest(
-            container_id=container.id), agent_pb2.StatsContainerResponse)
-        assert isinstance(response, agent_pb2.StatsContainerResponse)
+        response = await self.agent.stats_container(container.id)
         return api.StatsResponse(stats=metrics_any(response))
 
     async def Wait(self, request: api.WaitRequest, ctx: CallContext) -> api.WaitResponse:

@@ -23,7 +23,7 @@ from cocoon import __version__
 from cocoon.errors import CocoonError, TemplateError
 from cocoon.hypervisor.config import MemoryBackend, VMConfig
 from cocoon.hypervisor.qemu import QemuVM
-from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.template import store
 from cocoon.template.spec import TemplateSpec
 
@@ -45,15 +45,16 @@ def vm_config(spec: TemplateSpec, *, name: str, qmp_socket: Path, agent_socket: 
         hotplug_ports=spec.hotplug_ports, ignore_shared_ram=True, **extra)
 
 
-async def wait_for_agent(socket: Path, vm: QemuVM, timeout: float) -> SandboxClient:
-    """A client whose health call the agent answered."""
+async def wait_for_agent(socket: Path, vm: QemuVM, timeout: float) -> AgentClient:
+    """A client of the agent's own socket (a template VM has no monitor) whose health call the
+    agent answered."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if not vm.running:
             break
         try:
-            client = await SandboxClient.connect(socket, timeout=2.0)
+            client = await AgentClient.connect(socket, timeout=2.0)
         except (CocoonError, OSError) as err:
             last = err
             await asyncio.sleep(0.02)
@@ -127,9 +128,9 @@ async def _boot_and_save(spec: TemplateSpec, tmp: Path, work: Path,
         try:
             vm.mark("agent ready")
             # no GetGuestDetails: reading the kernel's boot id would fix it for every clone
-            warm_up = await client.warm_up(timeout=60.0)
+            warm_up = await client.warm_up()
             vm.mark("warmed up")
-            trim = await client.trim_memory(KEEP_FREE, timeout=60.0)
+            trim = await client.trim_memory(KEEP_FREE)
             vm.mark("trimmed")
         finally:
             await client.close()

@@ -1,0 +1,163 @@
+"""Creating and starting a container: the bundle checked, the VM started (a clone, a pooled
+clone or a cold boot, through the launcher), the rootfs and volumes exposed in the share,
+CreateContainer, the per-process shim forked, the hooks run; then StartContainer.
+
+A `create` that fails part way undoes everything it did (an ExitStack released on success), so a
+bad bundle or a VM that will not boot leaves no process, mount or directory behind. The shim
+helpers here serve `exec --detach` too: a process added to a container gets a shim like its init.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocoon.errors import ConfigError, ContainerStateError
+from cocoon.oci import convert
+from cocoon.oci.bundle import Bundle, load_bundle
+from cocoon.oci.spec import Spec
+from cocoon.oci.state import (
+    ContainerState,
+    StateStore,
+    Status,
+    now_rfc3339,
+    process_start_time,
+    require,
+    validate_id,
+)
+from cocoon.runtime import console, guestspec, hooks, shim, teardown
+from cocoon.runtime.control import call_agent
+from cocoon.runtime.sizing import vm_memory_mib
+from cocoon.sandbox.launcher import start_sandbox
+from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
+from cocoon.sandbox.share import Share
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    bundle: Path
+    pid_file: Path | None = None
+    console_socket: str | None = None
+    foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
+
+
+def netns_of(spec: Spec) -> str | None:
+    """The container's network namespace: a path to join, "new", or None for none at all."""
+    if spec.linux is None:
+        return None
+    namespace = spec.linux.namespace("network")
+    if namespace is None:
+        return None
+    return namespace.path or "new"
+
+
+def shim_log(layout: Layout) -> Path:
+    """Where a shim logs: its sandbox directory, or $COCOON_SHIM_LOG (kept after teardown)."""
+    return Path(os.environ.get("COCOON_SHIM_LOG") or layout.root / "shim.log")
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(str(pid))
+    os.replace(tmp, path)
+
+
+def spawn_shim(layout: Layout, container_id: str, exec_id: str, netns: str | None,
+               console_socket: str | None = None) -> int:
+    """Fork the per-process shim of one guest process; its pid. With `console_socket` the
+    process has a terminal: a host pty whose master goes to that socket, whose slave the
+    shim takes as its stdio."""
+    slave = None
+    if console_socket is not None:
+        master, slave = console.open_pty()
+        console.send_console(console_socket, master, os.ttyname(slave))
+        os.close(master)
+    pid = shim.spawn(shim.ShimSpec(layout.shim_socket, container_id, exec_id, console=slave,
+                                   netns=netns, log_path=shim_log(layout)))
+    if slave is not None:
+        os.close(slave)
+    return pid
+
+
+def create(store: StateStore, container_id: str, options: CreateOptions,
+           debug: bool = False) -> ContainerState:
+    validate_id(container_id)
+    bundle = load_bundle(options.bundle)
+    spec = bundle.spec
+    if spec.process is None:
+        raise ConfigError(f"{bundle.config_path}: process: a container needs a process")
+    if spec.process.terminal and not options.console_socket and not options.foreground:
+        raise ConfigError("process.terminal is true but no --console-socket was given "
+                          "(a detached container needs one for its terminal)")
+    state = ContainerState(
+        id=container_id, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
+        created=now_rfc3339(), annotations=dict(spec.annotations),
+        vm_dir=str(vm_dir_for(str(store.root), container_id)))
+    store.create(state)
+    with contextlib.ExitStack() as undo:
+        undo.callback(store.remove, container_id)
+        with store.lock(container_id):
+            _create_locked(store, state, bundle, options, undo, debug)
+            undo.pop_all()
+    return state
+
+
+def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
+                   options: CreateOptions, undo: contextlib.ExitStack, debug: bool) -> None:
+    spec = bundle.spec
+    assert spec.process is not None
+    layout = Layout(Path(state.vm_dir))
+    if layout.root.exists():
+        teardown.stop_quietly(layout)  # left by a crash under the same id: stop it
+    guestspec.check(spec, bundle.rootfs)  # a bad bundle fails before a VM starts for it
+    config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
+                           memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
+                           netns=netns_of(spec), debug=debug)
+    handle = start_sandbox(config)
+    # a sandbox from the warm pool lives in the pool member's directory
+    layout = handle.layout
+    state.vm_dir = str(layout.root)
+    undo.callback(teardown.stop_quietly, layout)
+    gspec = guestspec.guest_spec(spec, bundle.rootfs, Share(layout.shared), state.id)
+    state.monitor_pid = handle.monitor_pid
+    state.boot_id = str(handle.info.get("boot_id", ""))
+    state.kernel_release = str(handle.info.get("kernel_release", ""))
+    oci = convert.spec_to_proto(gspec)
+    asyncio.run(call_agent(state, lambda agent: agent.create_container(state.id, oci)))
+    state.status = Status.CREATED
+    if not options.foreground:
+        if spec.process.terminal:
+            assert options.console_socket is not None
+        pid = spawn_shim(layout, state.id, "", netns_of(spec),
+                         options.console_socket if spec.process.terminal else None)
+        undo.callback(teardown.kill_quietly, pid)
+        state.pid = pid
+        state.pid_start = process_start_time(pid) or 0
+    if spec.hooks is not None:
+        hooks.run_hooks("prestart", spec.hooks.prestart, state.oci_state())
+        hooks.run_hooks("createRuntime", spec.hooks.create_runtime, state.oci_state())
+    store.save(state)
+    if options.pid_file is not None and state.pid:
+        write_pid_file(options.pid_file, state.pid)
+
+
+def start(store: StateStore, container_id: str) -> ContainerState:
+    """Let the created container's process exec; then the poststart hooks."""
+    state = store.load(validate_id(container_id))
+    with store.lock(state.id):
+        state = store.load(state.id)
+        status = state.current_status()
+        if status is Status.RUNNING or status is Status.PAUSED:
+            raise ContainerStateError(f"cannot start container {state.id}: it is already "
+                                      f"{status}", id=state.id)
+        require(status, status.can_start(), state.id, "start")
+        asyncio.run(call_agent(state, lambda agent: agent.start_container(state.id)))
+        state.status = Status.RUNNING
+        store.save(state)
+    spec = load_bundle(state.bundle).spec
+    if spec.hooks is not None:
+        hooks.run_hooks("poststart", spec.hooks.poststart, state.oci_state(), fatal=False)
+    return state

@@ -1,0 +1,88 @@
+"""Taking a container down: `delete` and the quiet stops a failed `create` undoes with.
+
+`delete` kills what still runs in the container (unless its processes are known to have ended),
+asks the sandbox monitor to shut the VM down (or cleans up by force when it does not answer),
+kills the per-process shims left behind, removes the state, and runs the poststop hooks. Every
+step is safe on a container that is half gone: a crashed monitor, a dead VM, shims that exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from cocoon.errors import CocoonError, ContainerStateError
+from cocoon.oci.bundle import load_bundle
+from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time, validate_id
+from cocoon.runtime import hooks
+from cocoon.runtime.control import call_agent
+from cocoon.sandbox.launcher import stop_sandbox_async
+from cocoon.sandbox.layout import Layout
+
+KILL_TIMEOUT = 5.0   # for the agent's SIGKILL of every process of the container
+DEAD_WAIT = 3.0      # for the shims to see their processes end before they are killed
+STOP_GRACE = 1.0     # for the guest to stop after DestroySandbox
+
+
+def delete(store: StateStore, container_id: str, force: bool = False,
+           exited: bool = False) -> None:
+    """Remove the container and its VM. `exited`: its processes are known to have ended
+    (a foreground `run` relayed the exit), so nothing is signalled first."""
+    state = store.load(validate_id(container_id))
+    with store.lock(state.id):
+        state = store.load(state.id)
+        status = state.current_status()
+        if not status.can_delete(force):
+            raise ContainerStateError(
+                f"cannot delete container {state.id}: it is {status} (use --force)",
+                id=state.id, status=str(status))
+        asyncio.run(_teardown(state, exited))
+        store.remove(state.id)
+    with contextlib.suppress(CocoonError, OSError):
+        spec = load_bundle(state.bundle).spec
+        if spec.hooks is not None:
+            hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
+
+
+async def _teardown(state: ContainerState, exited: bool = False) -> None:
+    layout = Layout(Path(state.vm_dir))
+    shims = [state.pid, *state.execs.values()]
+    if layout.monitor_socket.exists() and not exited \
+            and state.current_status() is not Status.STOPPED:
+        with contextlib.suppress(CocoonError, OSError):
+            await call_agent(state, lambda agent: agent.signal_process(
+                state.id, "", signal.SIGKILL, all=True, timeout=KILL_TIMEOUT))
+        await wait_dead(shims, timeout=DEAD_WAIT)
+    await stop_sandbox_async(layout, grace=STOP_GRACE)
+    for pid in shims:
+        if pid and pid != os.getpid():
+            kill_quietly(pid)
+
+
+def stop_quietly(layout: Layout) -> None:
+    """Stop the sandbox in `layout` (a failed create's, or one left under the same id)."""
+    asyncio.run(stop_sandbox_async(layout, grace=0.5))
+
+
+async def wait_dead(pids: Sequence[int], timeout: float) -> None:
+    """Wait until none of `pids` (0 and this process aside) runs, or `timeout` passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if all(not p or p == os.getpid() or process_start_time(p) is None for p in pids):
+            return
+        await asyncio.sleep(0.02)
+
+
+def kill_quietly(pid: int) -> None:
+    """SIGKILL a shim and reap it if it is our child; nothing when it is gone or is us."""
+    if not pid or pid == os.getpid():
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

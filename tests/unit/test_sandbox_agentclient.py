@@ -1,0 +1,225 @@
+"""The typed agent client against an in-process ttrpc agent: each method sends the request the
+agent expects and hands back a plain value; errors keep their type and status code; calls that
+wait on a guest process have no deadline, every other call has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+
+from cocoon.errors import ConnectionLostError, RPCError
+from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
+from cocoon.sandbox import agentclient
+from cocoon.sandbox.agentclient import AGENT, GUEST, HEALTH, AgentClient
+from cocoon.ttrpc.status import StatusCode
+from tests.framework.fakeagent import FakeAgent, connected
+
+SPEC = kata_oci_pb2.Spec(Hostname="box", Process=kata_oci_pb2.Process(Args=["true"]))
+PROCESS = kata_oci_pb2.Process(Args=["sh", "-c", "echo hi"], Terminal=True)
+RESOURCES = kata_oci_pb2.LinuxResources(Pids=kata_oci_pb2.LinuxPids(Limit=20))
+INTERFACE = kata_types_pb2.Interface(name="eth0", hwAddr="8a:1b:2c:3d:4e:5f", mtu=1450)
+ROUTES = agent_pb2.Routes(Routes=[kata_types_pb2.Route(gateway="10.88.0.1", device="eth0")])
+NEIGHBORS = agent_pb2.ARPNeighbors(ARPNeighbors=[kata_types_pb2.ARPNeighbor(
+    toIPAddress=kata_types_pb2.IPAddress(address="10.88.0.9"), device="eth0")])
+STORAGE = agent_pb2.Storage(driver="virtio-fs", source="cocoon", fstype="virtiofs",
+                            mount_point="/run/cocoon/shared")
+STATS = agent_pb2.StatsContainerResponse(cgroup_stats=agent_pb2.CgroupStats(
+    pids_stats=agent_pb2.PidsStats(current=3, limit=20)))
+DETAILS = agent_pb2.GuestDetailsResponse(kernel_release="6.1.0-cloud-amd64", boot_id="b")
+TRIM = guest_pb2.TrimMemoryResponse(mem_free_bytes=1 << 20, zeroed_bytes=5 << 20, seconds=0.5)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, 30)
+    return asyncio.run(bounded())
+
+
+Call = Callable[[AgentClient], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str                    # the AgentClient method
+    call: Call
+    service: str
+    method: str                  # the ttrpc method
+    request: Message             # what the agent must receive
+    reply: Message | None = None  # what it answers (None: an empty message)
+    result: Any = None           # what the client returns
+    waits: bool = False          # waits on a guest process: no deadline by default
+
+
+CASES = [
+    Case("create_container", lambda a: a.create_container("c1", SPEC), AGENT, "CreateContainer",
+         agent_pb2.CreateContainerRequest(container_id="c1", OCI=SPEC)),
+    Case("start_container", lambda a: a.start_container("c1"), AGENT, "StartContainer",
+         agent_pb2.StartContainerRequest(container_id="c1")),
+    Case("remove_container", lambda a: a.remove_container("c1"), AGENT, "RemoveContainer",
+         agent_pb2.RemoveContainerRequest(container_id="c1", timeout=5)),
+    Case("remove_container", lambda a: a.remove_container("c1", stop_timeout=1), AGENT,
+         "RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c1", timeout=1)),
+    Case("pause_container", lambda a: a.pause_container("c1"), AGENT, "PauseContainer",
+         agent_pb2.PauseContainerRequest(container_id="c1")),
+    Case("resume_container", lambda a: a.resume_container("c1"), AGENT, "ResumeContainer",
+         agent_pb2.ResumeContainerRequest(container_id="c1")),
+    Case("update_container", lambda a: a.update_container("c1", RESOURCES), AGENT,
+         "UpdateContainer", agent_pb2.UpdateContainerRequest(container_id="c1",
+                                                             resources=RESOURCES)),
+    Case("stats_container", lambda a: a.stats_container("c1"), AGENT, "StatsContainer",
+         agent_pb2.StatsContainerRequest(container_id="c1"), STATS, STATS),
+    Case("list_processes", lambda a: a.list_processes("c1"), AGENT, "ListProcesses",
+         agent_pb2.ListProcessesRequest(container_id="c1", format="table"),
+         agent_pb2.ListProcessesResponse(process_list=b"PID CMD\n1 sh\n"), b"PID CMD\n1 sh\n"),
+    Case("list_processes", lambda a: a.list_processes("c1", "json"), AGENT, "ListProcesses",
+         agent_pb2.ListProcessesRequest(container_id="c1", format="json"),
+         agent_pb2.ListProcessesResponse(process_list=b"[1, 7]"), b"[1, 7]"),
+    Case("get_oom_event", lambda a: a.get_oom_event(), AGENT, "GetOOMEvent",
+         agent_pb2.GetOOMEventRequest(), agent_pb2.OOMEvent(container_id="c2"), "c2",
+         waits=True),
+    Case("exec_process", lambda a: a.exec_process("c1", "e1", PROCESS), AGENT, "ExecProcess",
+         agent_pb2.ExecProcessRequest(container_id="c1", exec_id="e1", process=PROCESS)),
+    Case("signal_process", lambda a: a.signal_process("c1", "e1", 15), AGENT, "SignalProcess",
+         agent_pb2.SignalProcessRequest(container_id="c1", exec_id="e1", signal=15)),
+    Case("signal_process", lambda a: a.signal_process("c1", "", 9, all=True), AGENT,
+         "SignalProcess", agent_pb2.SignalProcessRequest(container_id="c1", signal=9, all=True)),
+    Case("wait_process", lambda a: a.wait_process("c1", "e1"), AGENT, "WaitProcess",
+         agent_pb2.WaitProcessRequest(container_id="c1", exec_id="e1"),
+         agent_pb2.WaitProcessResponse(status=137), 137, waits=True),
+    Case("read_stdout", lambda a: a.read_stdout("c1", "e1"), AGENT, "ReadStdout",
+         agent_pb2.ReadStreamRequest(container_id="c1", exec_id="e1", len=1 << 20),
+         agent_pb2.ReadStreamResponse(data=b"out"), b"out", waits=True),
+    Case("read_stdout", lambda a: a.read_stdout("c1"), AGENT, "ReadStdout",
+         agent_pb2.ReadStreamRequest(container_id="c1", len=1 << 20), None, b"", waits=True),
+    Case("read_stderr", lambda a: a.read_stderr("c1", "", 10), AGENT, "ReadStderr",
+         agent_pb2.ReadStreamRequest(container_id="c1", len=10),
+         agent_pb2.ReadStreamResponse(data=b"err"), b"err", waits=True),
+    Case("write_stdin", lambda a: a.write_stdin("c1", "e1", b"input"), AGENT, "WriteStdin",
+         agent_pb2.WriteStreamRequest(container_id="c1", exec_id="e1", data=b"input"),
+         agent_pb2.WriteStreamResponse(len=5), 5, waits=True),
+    Case("close_stdin", lambda a: a.close_stdin("c1", "e1"), AGENT, "CloseStdin",
+         agent_pb2.CloseStdinRequest(container_id="c1", exec_id="e1")),
+    Case("tty_win_resize", lambda a: a.tty_win_resize("c1", "e1", 24, 80), AGENT,
+         "TtyWinResize", agent_pb2.TtyWinResizeRequest(container_id="c1", exec_id="e1",
+                                                       row=24, column=80)),
+    Case("create_sandbox", lambda a: a.create_sandbox("box", "sb1", [STORAGE]), AGENT,
+         "CreateSandbox", agent_pb2.CreateSandboxRequest(hostname="box", sandbox_id="sb1",
+                                                         storages=[STORAGE])),
+    Case("destroy_sandbox", lambda a: a.destroy_sandbox(), AGENT, "DestroySandbox",
+         agent_pb2.DestroySandboxRequest()),
+    Case("reseed_random_dev", lambda a: a.reseed_random_dev(b"\x01" * 16), AGENT,
+         "ReseedRandomDev", agent_pb2.ReseedRandomDevRequest(data=b"\x01" * 16)),
+    Case("set_guest_date_time", lambda a: a.set_guest_date_time(1_700_000_000_123_456_789),
+         AGENT, "SetGuestDateTime",
+         agent_pb2.SetGuestDateTimeRequest(Sec=1_700_000_000, Usec=123_456)),
+    Case("guest_details", lambda a: a.guest_details(), AGENT, "GetGuestDetails",
+         agent_pb2.GuestDetailsRequest(), DETAILS, DETAILS),
+    Case("health", lambda a: a.health(), HEALTH, "Check", health_pb2.CheckRequest(),
+         health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING), True),
+    Case("health", lambda a: a.health(), HEALTH, "Check", health_pb2.CheckRequest(),
+         health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING),
+         False),
+    Case("update_interface", lambda a: a.update_interface(INTERFACE), AGENT, "UpdateInterface",
+         agent_pb2.UpdateInterfaceRequest(interface=INTERFACE), INTERFACE, INTERFACE),
+    Case("update_routes", lambda a: a.update_routes(ROUTES), AGENT, "UpdateRoutes",
+         agent_pb2.UpdateRoutesRequest(routes=ROUTES), ROUTES, ROUTES),
+    Case("add_arp_neighbors", lambda a: a.add_arp_neighbors(NEIGHBORS), AGENT,
+         "AddARPNeighbors", agent_pb2.AddARPNeighborsRequest(neighbors=NEIGHBORS)),
+    Case("trim_memory", lambda a: a.trim_memory(16 << 20), GUEST, "TrimMemory",
+         guest_pb2.TrimMemoryRequest(keep_free_bytes=16 << 20), TRIM, TRIM),
+    Case("warm_up", lambda a: a.warm_up(), GUEST, "WarmUp", guest_pb2.WarmUpRequest(),
+         guest_pb2.WarmUpResponse(seconds=0.25), 0.25),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.name}-{i}" for i, c in enumerate(CASES)])
+def test_each_method_sends_its_request_and_returns_a_plain_value(case: Case) -> None:
+    agent = FakeAgent()
+    if case.reply is not None:
+        agent.replies[case.method] = case.reply
+
+    async def scenario() -> Any:
+        async with connected(agent) as (client, _):
+            return await case.call(client)
+
+    assert run(scenario()) == case.result
+    assert agent.calls == [(case.service, case.method, case.request)]
+
+
+def test_every_method_of_the_client_is_covered() -> None:
+    public = {name for name, value in vars(AgentClient).items()
+              if not name.startswith("_") and inspect.iscoroutinefunction(value)}
+    assert public - {"close", "call"} == {case.name for case in CASES}
+
+
+def test_only_calls_that_wait_on_a_guest_process_go_without_a_deadline() -> None:
+    deadlines: dict[str, float | None] = {}
+
+    async def scenario() -> None:
+        async with connected(FakeAgent()) as (client, _):
+            call = client.ttrpc.call
+
+            async def spy(service: str, method: str, request: Message, response_type: Any,
+                          *, timeout: float | None = None) -> Any:
+                deadlines[method] = timeout
+                return await call(service, method, request, response_type, timeout=timeout)
+
+            client.ttrpc.call = spy  # type: ignore[method-assign, assignment]
+            for case in CASES:
+                await case.call(client)
+
+    run(scenario())
+    waiting = {case.method for case in CASES if case.waits}
+    assert {m for m, t in deadlines.items() if t is None} == waiting
+    assert deadlines["StartContainer"] == agentclient.CALL_TIMEOUT
+    assert deadlines["TtyWinResize"] == agentclient.QUICK_TIMEOUT
+
+
+def test_an_agent_error_keeps_its_status_code() -> None:
+    agent = FakeAgent(errors={"SignalProcess": RPCError(StatusCode.NOT_FOUND, "no process e1"),
+                              "CloseStdin": RPCError(StatusCode.FAILED_PRECONDITION, "closed")})
+
+    async def scenario() -> list[BaseException | None]:
+        async with connected(agent) as (client, _):
+            return list(await asyncio.gather(client.signal_process("c1", "e1", 15),
+                                             client.close_stdin("c1", "e1"),
+                                             return_exceptions=True))
+
+    signalled, closed = run(scenario())
+    assert isinstance(signalled, RPCError) and signalled.code == StatusCode.NOT_FOUND
+    assert "no process e1" in str(signalled)
+    assert isinstance(closed, RPCError) and closed.code == StatusCode.FAILED_PRECONDITION
+
+
+def test_a_deadline_given_by_the_caller_is_kept() -> None:
+    agent = FakeAgent(delays={"WaitProcess": 5.0})
+
+    async def scenario() -> None:
+        async with connected(agent) as (client, _):
+            await client.wait_process("c1", timeout=0.05)
+
+    with pytest.raises(RPCError) as err:
+        run(scenario())
+    assert err.value.code == StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_lost_connection_fails_a_pending_call() -> None:
+    agent = FakeAgent(delays={"WaitProcess": 30.0})
+
+    async def scenario() -> None:
+        async with connected(agent) as (client, agent_end):
+            waiting = asyncio.create_task(client.wait_process("c1"))
+            while not agent.calls:
+                await asyncio.sleep(0.01)
+            agent_end.transport.abort()  # the guest went away
+            await waiting
+
+    with pytest.raises(ConnectionLostError, match="the test agent"):
+        run(scenario())
