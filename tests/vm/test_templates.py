@@ -165,7 +165,7 @@ def test_two_sandboxes_at_once_build_the_template_once(template_dir: Path, vm_ro
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda sandbox: sandbox.start(), pair))
     (name,) = templates(template_dir)
-    assert {sandbox.info["started_from"] for sandbox in pair} == {f"template {name}"}
-    builds = [sandbox for sandbox in pair
-              if "building template" in sandbox.layout.monitor_log.read_text()]
+    logs = [sandbox.layout.monitor_log.read_text() for sandbox in pair]
+    assert {sandbox.info["started_from"] for sandbox in pair} == {f"template {name}"}, logs
+    builds = [log for log in logs if "building template" in log]
     assert len(builds) == 1

@@ -46,7 +46,7 @@ logger = logging.getLogger("cocoon.sandbox.monitor")
 
 MAX_AGENT_FAILURES = 3   # protocol errors from the guest before the sandbox is given up
 DESTROY_GRACE = 3.0      # seconds for the guest to power off after DestroySandbox
-CLONE_AGENT_TIMEOUT = 10.0  # a clone's agent answers in well under a second, or never will
+CLONE_AGENT_TIMEOUT = 20.0  # a clone answers in well under a second; a loaded host can delay it
 RESEED_BYTES = 512
 WARM_UP_ID = ".warmup"  # in the share: a name no container id can have
 
