@@ -44,6 +44,7 @@ from cocoon.sandbox.launcher import start_sandbox, stop_sandbox
 from cocoon.sandbox.layout import SandboxConfig
 
 GIB16_KIB = 16 << 20
+HEADROOM_KIB = 1 << 20  # no new sandbox once the host has less than this available
 KINDS = ("qemu", "guest RAM copy (unmapped)", "monitor", "shim", "virtiofsd")
 
 
@@ -65,13 +66,18 @@ def sandbox_pids(place: Place, container: str) -> dict[str, list[int]]:
 
 def measure_count(place: Place, bundle: str, count: int, settle: float) -> dict[str, Any]:
     before = mem_available_kib()
-    names = [f"idle-{count}-{i}" for i in range(count)]
+    wanted = [f"idle-{count}-{i}" for i in range(count)]
 
-    def up(name: str) -> None:
+    def up(name: str) -> str | None:
+        if mem_available_kib() < HEADROOM_KIB:  # stop short rather than wake the OOM killer
+            return None
         place.run("run", "--detach", "--bundle", bundle, name, timeout=900)
+        return name
 
     with ThreadPoolExecutor(max_workers=2) as workers:
-        list(workers.map(up, names))
+        names = [name for name in workers.map(up, wanted) if name is not None]
+    if not names:
+        raise SystemExit("no sandbox started: the host is short of memory")
     time.sleep(settle)
     per_kind: dict[str, list[int]] = {kind: [] for kind in KINDS}
     for name in names:
@@ -80,7 +86,7 @@ def measure_count(place: Place, bundle: str, count: int, settle: float) -> dict[
             per_kind[kind].append(sum(pss_kib(pid) for pid in pids[kind]))
         per_kind["guest RAM copy (unmapped)"].append(
             sum(unmapped_memfd_kib(pid) for pid in pids["qemu"]))
-    dropped = before - mem_available_kib()
+    dropped_each = (before - mem_available_kib()) / len(names)
     started = time.monotonic()
     answered = sum(1 for name in names
                    if place.run("exec", name, "true", check=False).returncode == 0)
@@ -89,10 +95,10 @@ def measure_count(place: Place, bundle: str, count: int, settle: float) -> dict[
         list(workers.map(lambda n: place.run("delete", "--force", n, check=False), names))
     means = {kind: statistics.mean(values) / 1024 for kind, values in per_kind.items()}
     total = sum(means.values())
-    return {"sandboxes": count, "per_sandbox_mib": round(total, 1),
+    return {"sandboxes": len(names), "asked": count, "per_sandbox_mib": round(total, 1),
             "by_process_mib": {k: round(v, 1) for k, v in means.items()},
             "share": {k: round(v / total, 3) for k, v in means.items()},
-            "memavailable_drop_per_sandbox_mib": round(dropped / count / 1024, 1),
+            "memavailable_drop_per_sandbox_mib": round(dropped_each / 1024, 1),
             "fit_in_16gib": int(GIB16_KIB / (total * 1024)),
             "answered_exec": answered, "exec_all_s": round(exec_seconds, 1)}
 
@@ -156,7 +162,9 @@ def main() -> None:
         return
     for entry in result["counts"]:
         parts = ", ".join(f"{kind} {mib:.1f}" for kind, mib in entry["by_process_mib"].items())
-        print(f"{entry['sandboxes']:3d} sandboxes: {entry['per_sandbox_mib']:6.1f} MiB each "
+        short = f" (of {entry['asked']} asked: the host ran short of memory)" \
+            if entry["sandboxes"] < entry["asked"] else ""
+        print(f"{entry['sandboxes']:3d} sandboxes{short}: {entry['per_sandbox_mib']:6.1f} MiB each "
               f"({parts}); MemAvailable drop {entry['memavailable_drop_per_sandbox_mib']} "
               f"MiB each; {entry['fit_in_16gib']} fit in 16 GiB; "
               f"{entry['answered_exec']}/{entry['sandboxes']} answered exec "

@@ -190,7 +190,13 @@ class Monitor:
         if self._share_plugged:
             return
         for index, share in enumerate(await self._start_share()):
-            await self.vm.plug_share(index, share, self._next_port)
+            try:
+                await self.vm.plug_share(index, share, self._next_port)
+            except CocoonError as err:
+                why = self.virtiofsd.failure() if self.virtiofsd else None
+                if why is not None:
+                    raise SandboxError(f"sandbox {self.id}: {why}") from err
+                raise
             self._next_port += 1
         self._share_plugged = True
 

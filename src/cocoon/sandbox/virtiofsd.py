@@ -13,7 +13,7 @@ import ctypes
 import logging
 import os
 import signal
-import time
+import socket
 from pathlib import Path
 
 from cocoon.errors import SandboxError
@@ -24,10 +24,10 @@ VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 _PR_SET_PDEATHSIG = 1
 
 
-def command(socket: Path, source: Path, binary: Path = VIRTIOFSD) -> list[str]:
+def command(listen_fd: int, source: Path, binary: Path = VIRTIOFSD) -> list[str]:
     return [
         str(binary),
-        f"--socket-path={socket}",
+        f"--fd={listen_fd}",
         "-o", f"source={source}",
         "-o", "cache=auto",
         "-o", "sandbox=namespace",
@@ -57,24 +57,37 @@ class Virtiofsd:
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def start(self, timeout: float = 5.0) -> None:
+    async def start(self) -> None:
+        """Start virtiofsd on a socket that listens before it runs.
+
+        The socket is bound and listening here and handed over (`--fd`): QEMU may connect at
+        once. (With `--socket-path`, the socket file appears when virtiofsd binds it and
+        accepts only after its listen(): a host busy enough saw QEMU refused in between.)
+        """
         if not VIRTIOFSD.exists():
             raise SandboxError(f"virtiofsd not found at {VIRTIOFSD} "
                                "(Debian package qemu-system-common)")
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
-        with open(self.log, "ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *command(self.socket, self.source), stdin=asyncio.subprocess.DEVNULL,
-                stdout=log, stderr=log, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout
-        while not self.socket.exists():
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-400:] if self.log.exists() else ""
-                await self.stop()
-                raise SandboxError(f"virtiofsd did not start: {tail.strip() or 'no output'}",
-                                   log=str(self.log))
-            await asyncio.sleep(0.005)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            listener.bind(str(self.socket))
+            os.chmod(self.socket, 0o600)
+            listener.listen(1)
+            with open(self.log, "ab") as log:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *command(listener.fileno(), self.source),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                    pass_fds=(listener.fileno(),), preexec_fn=_die_with_parent)
+        finally:
+            listener.close()  # virtiofsd holds its own copy
+
+    def failure(self) -> str | None:
+        """Why virtiofsd is gone (the end of its log), or None while it runs."""
+        if self.running:
+            return None
+        tail = self.log.read_text(errors="replace")[-400:] if self.log.exists() else ""
+        return f"virtiofsd exited: {tail.strip() or 'no output'}"
 
     async def stop(self, timeout: float = 2.0) -> None:
         proc = self.proc
