@@ -288,3 +288,39 @@ def bar_plot(path: Path, title: str, labels: Sequence[str], values: Sequence[flo
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def stacked_plot(path: Path, title: str, rows: dict[str, dict[str, float]], unit: str,
+                 target: tuple[str, float] | None = None) -> Path | None:
+    """Horizontal stacked bars, one per row, one segment per part (None without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = list(dict.fromkeys(part for row in rows.values() for part in row))
+    fig, ax = plt.subplots(figsize=(8, 2.2 + 0.6 * len(rows)))
+    labels = list(rows)
+    left = [0.0] * len(rows)
+    colors = ["#4a7ab5", "#8fb3de", "#e0a458", "#7bb57b", "#b56a8f", "#999999"]
+    for index, part in enumerate(parts):
+        widths = [rows[label].get(part, 0.0) for label in labels]
+        ax.barh(labels, widths, left=left, label=part, color=colors[index % len(colors)])
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    for y, total in enumerate(left):
+        ax.annotate(f"{total:.0f}", (total, y), xytext=(3, 0), textcoords="offset points",
+                    va="center", fontsize=9)
+    if target is not None:
+        ax.axvline(target[1], linestyle=":", color="#3d8c40",
+                   label=f"{target[0]} ({target[1]:.0f} {unit})")
+    ax.set_xlabel(unit)
+    ax.set_title(title, fontsize=10)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

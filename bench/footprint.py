@@ -15,7 +15,10 @@ then every container answers `exec true` (counted), and all are deleted.
 `share=False`), whose clones map the template's RAM copy-on-write: what a clone costs when no
 host directory must be live in the guest.
 
-Run: .venv/bin/python bench/footprint.py [--counts 1,10,50] [--settle 5] [--json] [--plot]
+`--cold` also measures ten sandboxes booted cold (`COCOON_TEMPLATES=off`): the baseline.
+
+Run: .venv/bin/python bench/footprint.py [--counts 1,10,50] [--settle 5] [--private] [--cold]
+     [--json] [--plot]
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from typing import Any
 from benchlib import (
     PLOTS,
     Place,
-    bar_plot,
     busybox_bundle,
     children_of,
     mem_available_kib,
     process_kind,
     pss_kib,
+    stacked_plot,
     unmapped_memfd_kib,
 )
 
@@ -132,18 +135,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         place.run("template", "build")
         for count in args.counts:
             results["counts"].append(measure_count(place, bundle, count, args.settle))
+        if args.cold:
+            place.extra_env["COCOON_TEMPLATES"] = "off"
+            results["cold"] = measure_count(place, bundle, 10, args.settle)
+            del place.extra_env["COCOON_TEMPLATES"]
         if args.private:
             results["private"] = measure_private(place, args.settle)
     finally:
         place.cleanup()
     if args.plot and results["counts"]:
-        at = results["counts"][-1]
-        path = bar_plot(PLOTS / "footprint.png",
-                        f"host PSS per idle sandbox at {at['sandboxes']} sandboxes (MiB)",
-                        list(KINDS), [at["by_process_mib"][k] for k in KINDS], "MiB",
-                        target=("target per sandbox", 64.0))
-        results["plot"] = str(path) if path else "matplotlib is not installed"
+        results["plot"] = str(plot(results) or "matplotlib is not installed")
     return results
+
+
+def plot(results: dict[str, Any]) -> Path | None:
+    at = results["counts"][-1]
+    rows = {f"clone with a live share (default), {at['sandboxes']}": at["by_process_mib"]}
+    if "cold" in results:
+        rows["cold boot (templates off), 10"] = results["cold"]["by_process_mib"]
+    if "private" in results:
+        private = results["private"]
+        rows["copy-on-write clone, no share, 10"] = {"qemu": private["qemu_mib"],
+                                                     "monitor": private["monitor_mib"]}
+    return stacked_plot(PLOTS / "footprint.png", "host memory per idle sandbox (MiB), "
+                        "every host process counted", rows, "MiB",
+                        target=("issue 10's target", 64.0))
 
 
 def main() -> None:
@@ -153,6 +169,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--private", action="store_true",
                         help="also measure ten sandboxes without a share")
+    parser.add_argument("--cold", action="store_true",
+                        help="also measure ten sandboxes booted cold (the baseline)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", action="store_true", help="write docs/img/footprint.png")
     args = parser.parse_args()
@@ -169,6 +187,11 @@ def main() -> None:
               f"MiB each; {entry['fit_in_16gib']} fit in 16 GiB; "
               f"{entry['answered_exec']}/{entry['sandboxes']} answered exec "
               f"({entry['exec_all_s']} s for all)")
+    if "cold" in result:
+        cold = result["cold"]
+        parts = ", ".join(f"{kind} {mib:.1f}" for kind, mib in cold["by_process_mib"].items())
+        print(f"booted cold (templates off, 10): {cold['per_sandbox_mib']:.1f} MiB each "
+              f"({parts}); MemAvailable drop {cold['memavailable_drop_per_sandbox_mib']} MiB")
     if "private" in result:
         private = result["private"]
         print(f"without a share (10 copy-on-write clones): {private['per_sandbox_mib']} MiB "

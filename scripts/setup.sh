@@ -67,6 +67,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "$digest" > "$stamp"
 fi
 
+# Byte-compile the package: every `cocoon` command, monitor and shim is a fresh Python process,
+# and where PYTHONDONTWRITEBYTECODE is set (or the tree is read-only) imports would compile
+# the sources every time. Only what changed is compiled again.
+"$venv/bin/python" -m compileall -q src >/dev/null
+
 if [ "$want_assets" = 1 ]; then
   "$venv/bin/cocoon" assets build
 fi

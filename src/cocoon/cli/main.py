@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 
-from cocoon import __version__, log
+from cocoon import __version__
 from cocoon.cli.context import Context
 from cocoon.errors import CocoonError
 
@@ -46,12 +45,25 @@ VERBS: dict[str, tuple[str, str]] = {
     "template": ("template", "build, list or remove the VM templates sandboxes start from"),
 }
 
-logger = logging.getLogger("cocoon.cli")
+# Verbs that log nothing of their own: for them the logging machinery (about 8 ms of imports)
+# is set up only when --log or --debug asks for it. Engines call `state` many times.
+QUIET_VERBS = frozenset({"state", "list", "spec", "version", "features"})
 
 
-def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+def setup_logging(args: argparse.Namespace) -> None:
+    if args.verb in QUIET_VERBS and not (args.log or args.debug):
+        return
+    import logging
+
+    from cocoon import log
+
+    log.setup(logging.DEBUG if args.debug else logging.WARNING, args.log_format, args.log)
+
+
+def build_parser(verb: str | None = None, listing: bool = True) -> argparse.ArgumentParser:
     """The parser of the whole command line, with `verb`'s own parser (imported from its
-    module); every other verb gets a stand-in that only names it and takes any arguments."""
+    module); with `listing`, every other verb gets a stand-in that only names it and takes any
+    arguments."""
     parser = argparse.ArgumentParser(
         prog="cocoon",
         description="Cocoon: an OCI runtime that runs every container in its own VM.",
@@ -71,25 +83,48 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         importlib.import_module(f"cocoon.cli.{VERBS[verb][0]}").register(sub)
         registered.update(sub.choices)
     for name, (_, help_text) in VERBS.items():
-        if name not in registered:
+        if listing and name not in registered:
             stand_in = sub.add_parser(name, help=help_text, add_help=False)
             stand_in.add_argument("arguments", nargs=argparse.REMAINDER)
             stand_in.set_defaults(stand_in=True)
     return parser
 
 
+# global options that take a value (as `--root DIR` or `--root=DIR`)
+_VALUED = ("--root", "--log", "--log-format")
+
+
+def find_verb(argv: Sequence[str]) -> str | None:
+    """The verb of a command line, read without argparse; None when there is none, or when a
+    help or version flag comes before it (then the whole listing is needed)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help", "-v", "--version"):
+            return None
+        if arg in _VALUED:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    """Find the verb with the stand-ins (global options and `--help` act as usual), then parse
-    again with the verb's own parser."""
-    first, _ = build_parser().parse_known_args(argv)
+    """A known verb gets a parser with only its own sub-parser (one module imported, a handful
+    of parsers built); anything else the whole listing, whose stand-ins find the verb (global
+    options and `--help` acting as usual) before a second pass with the verb's own parser."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verb = find_verb(args)
+    if verb in VERBS:
+        parser = build_parser(verb, listing=False)
+        return parser, parser.parse_args(args)
+    first, _ = build_parser().parse_known_args(args)
     parser = build_parser(first.verb)
-    return parser, parser.parse_args(argv)
+    return parser, parser.parse_args(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse(argv)
-    level = logging.DEBUG if args.debug else logging.WARNING
-    log.setup(level, args.log_format, args.log)
+    setup_logging(args)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
@@ -106,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # runc's behaviour: the error goes to the --log file (JSON when asked) and one line to
         # stderr, which the engine shows its user.
         if args.log:
-            logger.error("%s", err)
+            import logging
+
+            logging.getLogger("cocoon.cli").error("%s", err)
         print(f"cocoon: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from cocoon.errors import ConfigError, ContainerStateError
@@ -30,18 +29,11 @@ from cocoon.oci.state import (
 )
 from cocoon.runtime import console, guestspec, hooks, shim, teardown
 from cocoon.runtime.control import call_agent
+from cocoon.runtime.options import CreateOptions
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.launcher import start_sandbox
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
 from cocoon.sandbox.share import Share
-
-
-@dataclass(frozen=True)
-class CreateOptions:
-    bundle: Path
-    pid_file: Path | None = None
-    console_socket: str | None = None
-    foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
 
 
 def netns_of(spec: Spec) -> str | None:

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from cocoon.errors import CocoonError, RPCError
 from cocoon.oci.bundle import load_bundle
 from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time
-from cocoon.runtime import console, control, create, shim, teardown
+from cocoon.runtime import console, control, shim
+from cocoon.runtime.options import CreateOptions
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.relay import ProcessRelay, Stdio
 from cocoon.ttrpc.status import StatusCode
@@ -69,9 +70,11 @@ async def _relay_exec(state: ContainerState, exec_id: str, terminal: bool) -> in
 
 # --- run -------------------------------------------------------------------------------------
 
-def run(store: StateStore, container_id: str, options: create.CreateOptions,
+def run(store: StateStore, container_id: str, options: CreateOptions,
         debug: bool = False) -> int:
     """`cocoon run` without --detach: create, start, relay stdio here, delete."""
+    from cocoon.runtime import create, teardown  # the VM machinery: not for `exec`
+
     options = dataclasses.replace(options, foreground=True)
     state = create.create(store, container_id, options, debug=debug)
     exited = False

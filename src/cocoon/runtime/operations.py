@@ -29,9 +29,9 @@ from cocoon.oci.state import (
     validate_id,
 )
 from cocoon.protocols.gen import agent_pb2
-from cocoon.runtime import control, create, foreground, teardown
+from cocoon.runtime import control
 from cocoon.runtime.control import call_agent
-from cocoon.runtime.create import CreateOptions
+from cocoon.runtime.options import CreateOptions
 from cocoon.sandbox.layout import Layout
 
 __all__ = ["CreateOptions", "Runtime"]
@@ -60,18 +60,26 @@ class Runtime:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def create(self, container_id: str, options: CreateOptions) -> ContainerState:
+        from cocoon.runtime import create
+
         return create.create(self.store, container_id, options, debug=self.debug)
 
     def start(self, container_id: str) -> ContainerState:
+        from cocoon.runtime import create
+
         return create.start(self.store, container_id)
 
     def run_foreground(self, container_id: str, options: CreateOptions) -> int:
         """`cocoon run` without --detach: create, start, relay stdio here, delete."""
+        from cocoon.runtime import foreground
+
         return foreground.run(self.store, container_id, options, debug=self.debug)
 
     def delete(self, container_id: str, force: bool = False, exited: bool = False) -> None:
         """Remove the container and its VM. `exited`: its processes are known to have ended
         (a foreground `run` relayed the exit), so nothing is signalled first."""
+        from cocoon.runtime import teardown
+
         teardown.delete(self.store, container_id, force=force, exited=exited)
 
     # --- kill, pause, resume, update -------------------------------------------------------------
@@ -121,9 +129,13 @@ class Runtime:
         exec_id = "exec-" + secrets.token_hex(6)
         proto = convert.process_to_proto(process)
         asyncio.run(call_agent(state, lambda agent: agent.exec_process(state.id, exec_id, proto)))
-        spec = load_bundle(state.bundle).spec
         if not detach:
+            from cocoon.runtime import foreground
+
             return foreground.relay_exec(state, exec_id, process.terminal)
+        from cocoon.runtime import create
+
+        spec = load_bundle(state.bundle).spec
         pid = create.spawn_shim(self.layout(state), state.id, exec_id, create.netns_of(spec),
                                 console_socket if process.terminal else None)
         with self.store.lock(state.id):

@@ -1,0 +1,15 @@
+"""What `create` is asked for beside the container's id (kept apart from `runtime.create` so
+that verbs which only name the options do not import the VM machinery)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    bundle: Path
+    pid_file: Path | None = None
+    console_socket: str | None = None
+    foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
