@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -38,7 +39,7 @@ from cocoon.errors import CocoonError, RPCError
 from cocoon.guest.assets import ensure_busybox_rootfs
 from cocoon.oci import convert
 from cocoon.oci.default import default_spec
-from cocoon.oci.spec import parse_spec
+from cocoon.oci.spec import Mount, parse_spec
 from cocoon.runtime.guestspec import guest_spec
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox
@@ -208,12 +209,20 @@ class GuestSandbox:
         return copy_rootfs(dest)
 
     async def create(self, client: SandboxClient, container_id: str, spec: Mapping[str, Any],
-                     rootfs: Path | None = None) -> None:
-        """CreateContainer with the spec rewritten for the guest, as the runtime does."""
+                     rootfs: Path | None = None,
+                     guest_binds: Sequence[tuple[str, str]] = ()) -> None:
+        """CreateContainer with the spec rewritten for the guest, as the runtime does;
+        `guest_binds` (guest path, container path) are added after the rewriting, so their
+        sources are the guest's own paths (no runtime makes such a mount: tests look with it
+        at the guest)."""
         parsed = parse_spec(dict(spec), source=f"{container_id} test spec")
         root = rootfs if rootfs is not None else self.rootfs(container_id)
         try:
             gspec = guest_spec(parsed, root, self.share, container_id)
+            if guest_binds:
+                gspec = dataclasses.replace(gspec, mounts=(*gspec.mounts, *(
+                    Mount(destination=target, type="bind", source=source,
+                          options=("rbind", "ro")) for source, target in guest_binds)))
             await client.agent.create_container(container_id, convert.spec_to_proto(gspec),
                                                 timeout=30.0)
         except BaseException:
@@ -262,11 +271,12 @@ class GuestSandbox:
         self.share.remove_container(container_id)
 
     async def run(self, container_id: str, spec: Mapping[str, Any],
-                  rootfs: Path | None = None, stdin: bytes | None = None) -> Result:
+                  rootfs: Path | None = None, stdin: bytes | None = None,
+                  guest_binds: Sequence[tuple[str, str]] = ()) -> Result:
         """Create, start, collect and remove one container; return what it printed."""
         client = await self.connect()
         try:
-            await self.create(client, container_id, spec, rootfs)
+            await self.create(client, container_id, spec, rootfs, guest_binds)
             try:
                 pending = asyncio.create_task(
                     self.output_of(client, container_id, stdin=stdin))
@@ -279,8 +289,9 @@ class GuestSandbox:
             await client.close()
 
     def run_sync(self, container_id: str, spec: Mapping[str, Any],
-                 rootfs: Path | None = None, stdin: bytes | None = None) -> Result:
-        return asyncio.run(self.run(container_id, spec, rootfs, stdin))
+                 rootfs: Path | None = None, stdin: bytes | None = None,
+                 guest_binds: Sequence[tuple[str, str]] = ()) -> Result:
+        return asyncio.run(self.run(container_id, spec, rootfs, stdin, guest_binds))
 
 
 def main(argv: Sequence[str]) -> int:

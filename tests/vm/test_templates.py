@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import empty_pb2
 
 from cocoon.guest import assets
+from cocoon.protocols.gen import agent_pb2
 from cocoon.template import store
 from tests.vm.container_kit import GuestSandbox, Result, container_spec, without_namespace
 
@@ -103,9 +105,31 @@ def test_two_clones_of_one_template_are_separate_machines(template_dir: Path, vm
     assert not any("sleep 4242" in line for line in two)
 
 
-def _start(container_id: str) -> object:
-    from cocoon.protocols.gen import agent_pb2
+def test_clones_do_not_see_each_others_guest_files(template_dir: Path, vm_root: Path,
+                                                  sandboxes: list[GuestSandbox]) -> None:
+    first = start(sandboxes, vm_root, "files1")
+    second = start(sandboxes, vm_root, "files2")
+    assert first.info["started_from"] == second.info["started_from"]
 
+    async def write_in_first() -> None:
+        client = await first.connect()
+        try:  # a file in the first guest's own /tmp (its RAM), not in any share
+            await client.agent.call("CopyFile", agent_pb2.CopyFileRequest(
+                path="/tmp/first-only", file_size=6, file_mode=0o644, dir_mode=0o755,
+                data=b"secret"), empty_pb2.Empty)
+        finally:
+            await client.close()
+
+    asyncio.run(write_in_first())
+    look = container_spec(["ls", "/guest-tmp"])
+    seen_first = first.run_sync("look1", look, guest_binds=[("/tmp", "/guest-tmp")])
+    seen_second = second.run_sync("look2", look, guest_binds=[("/tmp", "/guest-tmp")])
+    assert seen_first.status == seen_second.status == 0, seen_first.err + seen_second.err
+    assert "first-only" in seen_first.out.split()
+    assert "first-only" not in seen_second.out.split()
+
+
+def _start(container_id: str) -> object:
     return agent_pb2.StartContainerRequest(container_id=container_id)
 
 
