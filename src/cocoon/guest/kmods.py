@@ -26,6 +26,7 @@ GUEST_MODULES: tuple[str, ...] = (
     "virtio_blk",
     "fuse",
     "virtiofs",
+    "virtio_balloon",  # free page reporting: memory the guest frees goes back to the host
     "vmw_vsock_virtio_transport",
     "overlay",
     "erofs",

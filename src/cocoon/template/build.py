@@ -42,7 +42,8 @@ def vm_config(spec: TemplateSpec, *, name: str, qmp_socket: Path, agent_socket: 
         memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,  # type: ignore[arg-type]
         cpu_model=spec.cpu_model, machine=spec.machine,  # type: ignore[arg-type]
         tb_size_mib=spec.tb_size_mib, agent_socket=agent_socket, memory_backend=memory,
-        hotplug_ports=spec.hotplug_ports, ignore_shared_ram=True, **extra)
+        hotplug_ports=spec.hotplug_ports, balloon=spec.balloon, ignore_shared_ram=True,
+        **extra)
 
 
 async def wait_for_agent(socket: Path, vm: QemuVM, timeout: float) -> AgentClient:

@@ -38,6 +38,7 @@ class TemplateSpec:
     qemu_version: str
     tb_size_mib: int | None
     hotplug_ports: int = HOTPLUG_PORTS
+    balloon: bool = True  # virtio-balloon with free page reporting
     format: int = FORMAT
 
     def inputs(self) -> dict[str, Any]:
