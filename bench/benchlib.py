@@ -258,16 +258,24 @@ def children_of(pids: Iterable[int]) -> set[int]:
 # --- plots --------------------------------------------------------------------------------
 
 
-def bar_plot(path: Path, title: str, labels: Sequence[str], values: Sequence[float],
-             unit: str, reference: tuple[str, float] | None = None,
-             target: tuple[str, float] | None = None) -> Path | None:
-    """A bar chart as PNG (None when matplotlib is not installed)."""
+def _pyplot() -> Any | None:
+    """matplotlib's pyplot drawing to files, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def bar_plot(path: Path, title: str, labels: Sequence[str], values: Sequence[float],
+             unit: str, reference: tuple[str, float] | None = None,
+             target: tuple[str, float] | None = None) -> Path | None:
+    """A bar chart as PNG (None when matplotlib is not installed)."""
+    plt = _pyplot()
+    if plt is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -293,12 +301,8 @@ def bar_plot(path: Path, title: str, labels: Sequence[str], values: Sequence[flo
 def stacked_plot(path: Path, title: str, rows: dict[str, dict[str, float]], unit: str,
                  target: tuple[str, float] | None = None) -> Path | None:
     """Horizontal stacked bars, one per row, one segment per part (None without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = list(dict.fromkeys(part for row in rows.values() for part in row))

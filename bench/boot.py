@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import pss_kib
+
 from cocoon.guest import assets
 from cocoon.guest.floor import MARKER
 from cocoon.hypervisor import accel
@@ -115,17 +117,6 @@ def kind_of(pid: int) -> str:
     if b"cocoon.sandbox.monitor" in argv:
         return "monitor"
     return exe or "other"
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def footprint(monitor_pid: int) -> dict[str, int]:

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import stop_leftovers
+
 from cocoon.guest import assets
 from cocoon.oci.default import default_spec
-from cocoon.sandbox.launcher import stop_sandbox
-from cocoon.sandbox.layout import Layout
 
 COCOON = str(Path(sys.executable).with_name("cocoon"))
 RUNC = shutil.which("runc") or "runc"
@@ -112,12 +112,6 @@ def start(runtime: Runtime) -> None:
 def delete(runtime: Runtime) -> None:
     with contextlib.suppress(subprocess.SubprocessError, SystemExit, OSError):
         runtime.run("delete", "--force", CONTAINER, timeout=VERB_TIMEOUT, check=False)
-
-
-def stop_leftovers(vm_root: Path) -> None:
-    """Stop any sandbox still in the bench's VM root before its directories go."""
-    for directory in sorted(vm_root.iterdir()) if vm_root.is_dir() else []:
-        stop_sandbox(Layout(directory), grace=1.0)
 
 
 VERBS: dict[str, tuple[str, ...]] = {

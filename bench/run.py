@@ -36,14 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import floor_seconds, stop_leftovers
+
 from cocoon.guest import assets
-from cocoon.guest.floor import MARKER
 from cocoon.hypervisor import accel
-from cocoon.hypervisor.cmdline import build_command
-from cocoon.hypervisor.config import VMConfig
 from cocoon.oci.default import default_spec
-from cocoon.sandbox.launcher import stop_sandbox
-from cocoon.sandbox.layout import Layout
 
 MB = 1_000_000
 TIMEOUT = 300.0
@@ -82,36 +79,6 @@ def running(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-def stop_leftovers(vm_root: Path) -> None:
-    """Stop any sandbox still in the bench's VM root before its directories go."""
-    for directory in sorted(vm_root.iterdir()) if vm_root.is_dir() else []:
-        stop_sandbox(Layout(directory), grace=1.0)
-
-
-def floor_seconds(work: Path, decision: accel.AccelDecision) -> float:
-    """Spawn-to-exit of QEMU booting the floor initrd."""
-    work.mkdir(parents=True, exist_ok=True)
-    vm = VMConfig(name="bench-floor", kernel=assets.ensure_kernel().vmlinuz,
-                  initrd=assets.ensure_floor_initrd(), accel=decision.accel,
-                  cpu_model=decision.cpu_model, qmp_socket=work / "qmp.sock",
-                  console_log=work / "console.log")
-    started = time.monotonic()
-    proc = subprocess.Popen(build_command(vm), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        code = proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    elapsed = time.monotonic() - started
-    console = vm.console_log.read_text(errors="replace")
-    shutil.rmtree(work, ignore_errors=True)
-    if code != 0 or MARKER not in console:
-        raise SystemExit(f"floor boot failed (exit {code}): {console[-500:]}")
-    return elapsed
 
 
 def cold_run_seconds(place: Place, container_id: str) -> float:
