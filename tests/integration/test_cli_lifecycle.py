@@ -210,3 +210,47 @@ def test_in_container_hooks_are_refused_clearly(cli: Cli, tmp_path: Path) -> Non
     result = cli("create", "--bundle", str(bundle), "inhook")
     assert result.returncode != 0 and "hooks.createContainer" in result.stderr
     assert cli.status("inhook") == "gone"
+
+
+def test_the_configuration_is_fixed_at_create(cli: Cli, tmp_path: Path) -> None:
+    """runc reads config.json once: editing it between create and start (or delete) changes
+    nothing, not the process, not the hooks."""
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "echo original; sleep 1000"])
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as stdout, err.open("w") as stderr:  # files: the shim keeps them
+        code = subprocess.call([COCOON, "--root", str(cli.root), "create", "--bundle",
+                                str(bundle), "fixed"], stdin=subprocess.DEVNULL,
+                               stdout=stdout, stderr=stderr, timeout=240)
+    assert code == 0, err.read_text()
+    try:
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"]["args"] = ["sh", "-c", "echo edited"]
+        spec["hooks"] = {"poststart": [{"path": "/bin/false"}],
+                         "poststop": [{"path": "/bin/sh", "args": ["sh", "-c",
+                                                                   f"echo ran > {tmp_path}/p"]}]}
+        (bundle / "config.json").write_text(json.dumps(spec))
+        cli.ok("start", "fixed")
+        deadline = time.monotonic() + 30
+        while "original" not in out.read_text():
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        assert "edited" not in out.read_text()
+        assert "sleep 1000" in cli.ok("exec", "fixed", "ps", "-o", "args")
+    finally:
+        cli("delete", "--force", "fixed")
+    assert not (tmp_path / "p").exists()  # the poststop hook added after create never ran
+
+
+def test_run_in_the_foreground_starts_as_start_does(cli: Cli, tmp_path: Path) -> None:
+    """`run` goes through the same start as `start`: its poststart hooks run too."""
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "echo hello"])
+    spec = json.loads((bundle / "config.json").read_text())
+    log = tmp_path / "hooks.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$1" >> {log}\n')
+    hook.chmod(0o755)
+    spec["hooks"] = {kind: [{"path": str(hook), "args": ["hook.sh", kind]}]
+                     for kind in ("prestart", "poststart", "poststop")}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    assert cli.ok("run", "--bundle", str(bundle), "fg").strip() == "hello"
+    assert log.read_text().split() == ["prestart", "poststart", "poststop"]

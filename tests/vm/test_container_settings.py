@@ -312,6 +312,38 @@ def test_seccomp_denies_a_syscall(sandbox: GuestSandbox) -> None:
     assert got["seccomp"] == "2"  # SECCOMP_MODE_FILTER
 
 
+@pytest.mark.parametrize("nnp", [False, True])
+def test_no_new_privileges_follows_the_config_with_a_seccomp_profile(
+        sandbox: GuestSandbox, nnp: bool) -> None:
+    """runc's behaviour: the filter does not set no_new_privs; the config does."""
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["noNewPrivileges"] = nnp
+        spec["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+
+    result = sandbox.run_sync(f"nnp-seccomp-{int(nnp)}", sh(
+        "echo nnp=$(grep ^NoNewPrivs: /proc/self/status | cut -f2); "
+        "echo seccomp=$(grep ^Seccomp: /proc/self/status | cut -f2)", edit))
+    assert facts(result.out) == {"nnp": "1" if nnp else "0", "seccomp": "2"}, result.out
+
+
+def test_ambient_capabilities_without_inheritable_ones_are_skipped_as_runc_does(
+        sandbox: GuestSandbox) -> None:
+    """buildah's RUN steps ask for ambient capabilities with an empty inheritable set; the
+    kernel refuses to raise those, and runc goes on without them."""
+    def edit(spec: dict[str, Any]) -> None:
+        names = ["CAP_CHOWN", "CAP_NET_RAW", "CAP_SETUID"]
+        spec["process"]["capabilities"] = {
+            "bounding": names, "effective": names, "permitted": names, "ambient": names}
+
+    result = sandbox.run_sync("ambient", sh("grep ^Cap /proc/self/status", edit))
+    assert result.status == 0, result.err
+    caps = _caps(result.out)
+    assert caps["CapAmb"] == caps["CapInh"] == 0
+    assert caps["CapEff"] == (1 << 0) | (1 << 13) | (1 << 7)
+
+
 def test_seccomp_profile_that_cannot_be_applied_is_refused(sandbox: GuestSandbox) -> None:
     def edit(spec: dict[str, Any]) -> None:
         spec["linux"]["seccomp"] = {

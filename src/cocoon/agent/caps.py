@@ -8,6 +8,7 @@ permitted and inheritable).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,9 +64,19 @@ def drop_bounding(sets: CapabilitySets) -> None:
 
 
 def apply(sets: CapabilitySets) -> None:
-    """Set effective, permitted and inheritable, then the ambient set (after the user switch)."""
+    """Set effective, permitted and inheritable, then the ambient set (after the user switch).
+
+    The kernel refuses to raise an ambient capability that is not both permitted and
+    inheritable (EPERM). runc raises what it can and ignores those refusals (its capability
+    package never reported them), and configs rely on that: buildah's ask for ambient
+    capabilities with no inheritable set. So does Cocoon.
+    """
     syscalls.capset(sets.effective, sets.permitted, sets.inheritable)
     syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     for number in range(last_cap() + 1):
         if sets.ambient & (1 << number):
-            syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, number)
+            try:
+                syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, number)
+            except OSError as err:
+                if err.errno not in (errno.EPERM, errno.EINVAL):
+                    raise

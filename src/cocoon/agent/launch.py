@@ -159,13 +159,21 @@ def _set_stdio(stdio: Stdio, terminal: bool, bind_console: bool = False) -> None
                 os.close(fd)
 
 
-def _become(process: ProcessPlan) -> None:
-    """Identity and limits, in runc's order; the caller then execs."""
+def _become(process: ProcessPlan, seccomp: Any = None) -> Any:
+    """Identity and limits, in runc's order; returns the seccomp filter still to be loaded just
+    before exec (None when it is loaded here already). The caller then execs.
+
+    As runc: without no_new_privs the filter is loaded now, while the process still holds
+    CAP_SYS_ADMIN (the kernel's condition for a filter without no_new_privs), and the flag stays
+    unset; with no_new_privs it is set and the filter loaded last, just before exec."""
     for name, soft, hard in process.rlimits:
         resource.setrlimit(RLIMITS[name], (soft, hard))
     if process.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(process.oom_score_adj))
+    if seccomp is not None and not process.no_new_privileges:
+        seccomp.load()
+        seccomp = None
     if process.capabilities is not None:
         caps.drop_bounding(process.capabilities)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
@@ -179,6 +187,7 @@ def _become(process: ProcessPlan) -> None:
         caps.apply(process.capabilities)
     if process.no_new_privileges:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    return seccomp
 
 
 def _environment(process: ProcessPlan) -> dict[str, str]:
@@ -275,7 +284,7 @@ def run_init(plan: InitPlan, stdio: Stdio, sync_fd: int, start_fd: int) -> NoRet
         if go != b"s":
             os._exit(128 + signal.SIGKILL)  # the container was deleted before it started
         os.close(start_fd)
-        _become(process)
+        seccomp = _become(process, seccomp)
         _exec(process, program, seccomp)  # success closes the sync pipe (close-on-exec)
     except BaseException as err:
         _fail(sync_fd, err)
@@ -317,7 +326,7 @@ def run_exec(plan: ExecPlan, stdio: Stdio, sync_fd: int) -> NoReturn:
         os.chdir(process.cwd)
         program = lookup_path(process.args[0], process.env, process.cwd)
         _set_stdio(stdio, process.terminal)
-        _become(process)
+        seccomp = _become(process, seccomp)
         _exec(process, program, seccomp)  # success closes the sync pipe (close-on-exec)
     except BaseException as err:
         _fail(sync_fd, err)

@@ -52,6 +52,9 @@ def build(profile: Mapping[str, Any]) -> Any:
     default = _action(seccomp, profile.get("defaultAction", ""), profile.get("defaultErrnoRet"),
                       f"{where}.defaultAction")
     flt = seccomp.SyscallFilter(defaction=default)
+    # libseccomp sets no_new_privs when it loads a filter unless told not to; the process's
+    # `noNewPrivileges` decides that flag (runc's behaviour), not the filter
+    flt.set_attr(seccomp.Attr.CTL_NNP, 0)
     for arch in profile.get("architectures") or []:
         name = _ARCHES.get(arch)
         if name is None:

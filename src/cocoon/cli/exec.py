@@ -11,7 +11,6 @@ from typing import Any
 from cocoon.cli.common import runtime
 from cocoon.cli.context import Context
 from cocoon.errors import ConfigError
-from cocoon.oci.bundle import load_bundle
 from cocoon.oci.spec import LinuxCapabilities, Process, User
 
 
@@ -82,7 +81,7 @@ def build_process(args: argparse.Namespace, base: Process | None) -> Process:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     rt = runtime(ctx)
     state = rt.load(args.container_id)
-    base = load_bundle(state.bundle).spec.process
+    base = rt.store.config(state.id).process
     process = build_process(args, base)
     result = rt.exec_process(args.container_id, process, detach=args.detach,
                              pid_file=Path(args.pid_file).absolute() if args.pid_file else None,

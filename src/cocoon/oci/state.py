@@ -20,7 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cocoon.oci.spec import Spec
 
 from cocoon.errors import (
     CocoonError,
@@ -32,6 +35,7 @@ from cocoon.errors import (
 
 OCI_VERSION = "1.1.0"
 STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"  # the configuration as create read it
 LOCK_FILE = ".lock"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
 
@@ -210,6 +214,24 @@ class StateStore:
         finally:
             os.close(fd)
         os.replace(tmp, directory / STATE_FILE)
+
+    def save_config(self, container_id: str, config: dict[str, Any]) -> None:
+        """Keep the container's configuration as it was at create: runc reads config.json once,
+        and a later edit of the bundle's file must change nothing."""
+        directory = self.dir(container_id)
+        tmp = directory / f".{CONFIG_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(config))
+        os.replace(tmp, directory / CONFIG_FILE)
+
+    def config(self, container_id: str) -> Spec:
+        """The configuration kept at create."""
+        from cocoon.oci.spec import load_spec
+
+        path = self.dir(container_id) / CONFIG_FILE
+        if not path.exists():
+            raise ContainerStateError(f"container {container_id}: its configuration was not "
+                                      "kept at create", id=container_id)
+        return load_spec(path)
 
     def remove(self, container_id: str) -> None:
         shutil.rmtree(self.dir(container_id), ignore_errors=True)

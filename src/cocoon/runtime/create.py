@@ -31,6 +31,7 @@ from cocoon.runtime import console, guestspec, hooks, shim, teardown
 from cocoon.runtime.control import call_agent
 from cocoon.runtime.options import CreateOptions
 from cocoon.runtime.sizing import vm_memory_mib
+from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.launcher import start_sandbox
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
 from cocoon.sandbox.share import Share
@@ -91,6 +92,7 @@ def create(store: StateStore, container_id: str, options: CreateOptions,
     store.create(state)
     with contextlib.ExitStack() as undo:
         undo.callback(store.remove, container_id)
+        store.save_config(container_id, spec.to_dict())  # what later verbs read, not the bundle
         with store.lock(container_id):
             _create_locked(store, state, bundle, options, undo, debug)
             undo.pop_all()
@@ -138,6 +140,13 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
 
 def start(store: StateStore, container_id: str) -> ContainerState:
     """Let the created container's process exec; then the poststart hooks."""
+    return asyncio.run(start_async(store, container_id))
+
+
+async def start_async(store: StateStore, container_id: str,
+                      agent: AgentClient | None = None) -> ContainerState:
+    """`start`, for a caller with a loop (and perhaps a client) of its own: the foreground
+    `run` starts its container through here too, after its relay is reading."""
     state = store.load(validate_id(container_id))
     with store.lock(state.id):
         state = store.load(state.id)
@@ -146,10 +155,13 @@ def start(store: StateStore, container_id: str) -> ContainerState:
             raise ContainerStateError(f"cannot start container {state.id}: it is already "
                                       f"{status}", id=state.id)
         require(status, status.can_start(), state.id, "start")
-        asyncio.run(call_agent(state, lambda agent: agent.start_container(state.id)))
+        if agent is None:
+            await call_agent(state, lambda client: client.start_container(state.id))
+        else:
+            await agent.start_container(state.id)
         state.status = Status.RUNNING
         store.save(state)
-    spec = load_bundle(state.bundle).spec
+    spec = store.config(state.id)
     if spec.hooks is not None:
         hooks.run_hooks("poststart", spec.hooks.poststart, state.oci_state(), fatal=False)
     return state

@@ -15,11 +15,10 @@ import dataclasses
 import logging
 import os
 import termios
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
-from cocoon.errors import CocoonError, RPCError
-from cocoon.oci.bundle import load_bundle
-from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time
+from cocoon.errors import CocoonError, OCIError, RPCError
+from cocoon.oci.state import ContainerState, StateStore, process_start_time
 from cocoon.runtime import console, control, shim
 from cocoon.runtime.options import CreateOptions
 from cocoon.sandbox.client import SandboxClient
@@ -81,15 +80,16 @@ def run(store: StateStore, container_id: str, options: CreateOptions,
     try:
         if options.pid_file is not None:
             create.write_pid_file(options.pid_file, os.getpid())
-        spec = load_bundle(state.bundle).spec
+        spec = store.config(state.id)
         assert spec.process is not None
         terminal = spec.process.terminal
 
         async def go() -> int:
             client = await control.connect(state)
             try:
-                relay_task = asyncio.create_task(_relay_started(store, client, state, terminal))
-                return await relay_task
+                return await _relay_started(
+                    client, state, terminal,
+                    lambda: create.start_async(store, state.id, client.agent))
             finally:
                 await client.close()
 
@@ -105,21 +105,24 @@ def run(store: StateStore, container_id: str, options: CreateOptions,
         teardown.delete(store, container_id, force=True, exited=exited)
 
 
-async def _relay_started(store: StateStore, client: SandboxClient, state: ContainerState,
-                         terminal: bool) -> int:
+async def _relay_started(client: SandboxClient, state: ContainerState, terminal: bool,
+                         start: Callable[[], Awaitable[ContainerState]]) -> int:
+    """Relay the container's init process, started (by `start`, the same start as `cocoon
+    start`'s, its checks and poststart hooks included) once the relay's reads are queued."""
     relay = ProcessRelay(client.agent, state.id, "", _stdio(terminal))
     try:
         with _raw_terminal(terminal):
             runner = asyncio.create_task(relay.run())
             await asyncio.sleep(0)  # the relay's reads are queued before the process starts
-            await client.agent.start_container(state.id)
-            with store.lock(state.id):
-                fresh = store.load(state.id)
-                fresh.status = Status.RUNNING
-                store.save(fresh)
+            try:
+                await start()
+            except BaseException:
+                runner.cancel()
+                raise
             return await runner
     except CocoonError as err:
         logger.warning("run %s: %s", state.id, err)
-        if isinstance(err, RPCError) and err.code != StatusCode.UNAVAILABLE:
+        if isinstance(err, OCIError) or (isinstance(err, RPCError)
+                                         and err.code != StatusCode.UNAVAILABLE):
             raise
         return shim.LOST_STATUS

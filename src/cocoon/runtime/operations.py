@@ -18,7 +18,6 @@ from typing import Any
 
 from cocoon.errors import ConfigError
 from cocoon.oci import convert
-from cocoon.oci.bundle import load_bundle
 from cocoon.oci.spec import Process
 from cocoon.oci.state import (
     ContainerState,
@@ -135,7 +134,7 @@ class Runtime:
             return foreground.relay_exec(state, exec_id, process.terminal)
         from cocoon.runtime import create
 
-        spec = load_bundle(state.bundle).spec
+        spec = self.store.config(state.id)
         pid = create.spawn_shim(self.layout(state), state.id, exec_id, create.netns_of(spec),
                                 console_socket if process.terminal else None)
         with self.store.lock(state.id):

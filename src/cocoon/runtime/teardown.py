@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cocoon.errors import CocoonError, ContainerStateError
-from cocoon.oci.bundle import load_bundle
 from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time, validate_id
 from cocoon.runtime import hooks
 from cocoon.runtime.control import call_agent
@@ -40,11 +39,13 @@ def delete(store: StateStore, container_id: str, force: bool = False,
             raise ContainerStateError(
                 f"cannot delete container {state.id}: it is {status} (use --force)",
                 id=state.id, status=str(status))
+        spec = None
+        with contextlib.suppress(CocoonError, OSError):
+            spec = store.config(state.id)
         asyncio.run(_teardown(state, exited))
         store.remove(state.id)
-    with contextlib.suppress(CocoonError, OSError):
-        spec = load_bundle(state.bundle).spec
-        if spec.hooks is not None:
+    if spec is not None and spec.hooks is not None:
+        with contextlib.suppress(CocoonError, OSError):
             hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
 
 
