@@ -139,3 +139,25 @@ def test_interactive_tty_echoes_what_is_typed(podman: Podman) -> None:
         assert session.wait() == 3
     finally:
         session.close()
+
+
+def test_podman_build_runs_its_run_steps_in_vms(podman: Podman, tmp_path: Path) -> None:
+    """buildah's RUN steps ask for ambient capabilities without inheritable ones; the build
+    must run each step in a VM as runc would run it on the host."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Containerfile").write_text(
+        f"FROM {IMAGE}\n"
+        "RUN echo built in $(uname -r) > /built && id -u > /uid\n"
+        "RUN cat /built /uid\n")
+    tag = "localhost/cocoon-built:latest"
+    result = podman("build", "--runtime", podman.runtime, *ULIMITS, "--isolation", "oci",
+                    "-t", tag, str(context), timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    try:
+        built = podman("run", "--rm", *ULIMITS, tag, "cat", "/built", "/uid")
+        assert built.returncode == 0, built.stderr
+        assert built.stdout.startswith("built in ") and platform.release() not in built.stdout
+        assert built.stdout.split()[-1] == "0"
+    finally:
+        podman("rmi", "--force", tag)
