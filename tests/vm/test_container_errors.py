@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.framework.leaks import LeakCheck
-from tests.vm.container_kit import Place, make_bundle, run_foreground
+from tests.vm.container_kit import Place, make_bundle, run_foreground, without_namespace
 
 pytestmark = pytest.mark.vm
 
@@ -80,3 +80,11 @@ def test_program_missing_in_the_rootfs(place: Place, leak_check: LeakCheck) -> N
     bundle = make_bundle(place.work / "b", ["/opt/app/server", "--port", "80"])
     _fails(place, leak_check, bundle, "/opt/app/server", "not found")
 
+
+
+@pytest.mark.parametrize(("kind", "setting"), [("pid", "hostPID"), ("ipc", "hostIPC")])
+def test_the_hosts_pid_or_ipc_namespace_is_refused(place: Place, leak_check: LeakCheck,
+                                                    kind: str, setting: str) -> None:
+    """No pid (ipc) namespace means the host's (--pid host, hostPID): refused before a VM."""
+    bundle = make_bundle(place.work / "b", ["true"], without_namespace(kind))
+    _fails(place, leak_check, bundle, "linux.namespaces", f"no {kind} namespace", setting)

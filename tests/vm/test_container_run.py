@@ -27,7 +27,6 @@ from tests.vm.container_kit import (
     make_bundle,
     run_foreground,
     start_foreground,
-    without_namespace,
 )
 
 pytestmark = pytest.mark.vm
@@ -64,17 +63,16 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
 
 
 def test_sigterm_to_the_host_process_ends_the_container_with_143(place: Place) -> None:
-    # `sleep` as PID 1 of its own pid namespace would ignore SIGTERM (a namespace's init has
-    # no default signal actions), under runc as here: so this container shares the guest's
-    # pid namespace and its `sleep` dies of the forwarded signal as a plain process does.
-    bundle = make_bundle(place.work / "b", ["sh", "-c", "echo ready; exec sleep 600"],
-                         without_namespace("pid"))
+    # the container's init is PID 1 of its pid namespace, which has no default signal
+    # actions (under runc as here): it handles SIGTERM the way a container's init must
+    bundle = make_bundle(place.work / "b", ["sh", "-c", "trap 'exit 143' TERM; echo ready; "
+                                                        "while :; do sleep 0.1; done"])
     proc = start_foreground(place.root, place.vm_root, bundle, "term",
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         assert _read_line(proc, 120.0) == b"ready\n"
-        time.sleep(0.2)  # `exec sleep` has replaced the shell
+        time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.vm
 
 # what a clone's container reports about the guest it runs in
 PROBE = ("head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
-         "date +%s; hostname; ps -o args")
+         "date +%s; hostname; cat /guest-proc/[0-9]*/cmdline | tr '\\0' ' '")
 
 
 @pytest.fixture
@@ -64,10 +64,11 @@ def templates(path: Path) -> list[str]:
 
 
 def probe(sandbox: GuestSandbox, container_id: str) -> list[str]:
-    # the guest's own hostname and processes: no uts or pid namespace of the container's own
+    # the guest's own hostname (no uts namespace of the container's own) and processes (the
+    # guest's /proc, bound in from the guest)
     spec = container_spec(["sh", "-c", PROBE], without_namespace("uts"))
-    without_namespace("pid")(spec)
-    result: Result = sandbox.run_sync(container_id, spec)
+    result: Result = sandbox.run_sync(container_id, spec,
+                                      guest_binds=[("/proc", "/guest-proc")])
     assert result.status == 0, result.err
     return result.out.splitlines()
 

@@ -64,6 +64,7 @@ def check(spec: Spec, rootfs: Path) -> None:
                               path=str(source))
     if spec.linux is not None:
         _check_linux(spec.linux)
+        _check_host_namespaces(spec.linux)
 
 
 def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
@@ -110,6 +111,23 @@ def _make_mount_points(spec: Spec, rootfs: Path) -> None:
                 target.touch()
             else:
                 target.mkdir()
+
+
+# A namespace missing from linux.namespaces means the runtime's own, the host's: engines write
+# that for --pid host / --ipc host and Kubernetes for hostPID / hostIPC. A VM cannot share them.
+HOST_NAMESPACES = {
+    "pid": "the host's pid namespace (--pid host, hostPID)",
+    "ipc": "the host's IPC namespace (--ipc host, hostIPC)",
+}
+
+
+def _check_host_namespaces(linux: Linux) -> None:
+    present = {namespace.type for namespace in linux.namespaces}
+    for kind, meaning in HOST_NAMESPACES.items():
+        if kind not in present:
+            raise ConfigError(f"config.json: linux.namespaces has no {kind} namespace, which "
+                              f"means {meaning}: a container in a VM cannot share it",
+                              field="linux.namespaces")
 
 
 def _check_linux(linux: Linux) -> None:
