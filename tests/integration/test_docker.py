@@ -1,12 +1,14 @@
 """Docker 20.10 driving Cocoon through containerd-shim-runc-v2 and runc's command line.
 
-The test starts its own dockerd (own data root, exec root and socket; no iptables, no bridge:
-this host cannot do either) with `--add-runtime cocoon=<cocoon>`, imports the busybox rootfs
-Cocoon builds as an image, and runs containers with `--runtime cocoon --network none`.
+The tests start their own dockerd (own data root, exec root and socket, no iptables rules) with
+`--add-runtime cocoon=<cocoon>`, import the busybox rootfs Cocoon builds as an image, and run
+containers with `--runtime cocoon`: without a network (`--bridge=none`), or on a bridge of the
+test's own with a published port (docker-proxy forwards it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import signal
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,17 +48,17 @@ class Docker:
                                            result.stderr.decode(errors="replace"))
 
 
-@pytest.fixture(scope="module")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+@contextlib.contextmanager
+def dockerd(base: Path, *network: str) -> Iterator[Docker]:
+    """A private dockerd with the busybox image imported; `network`: its network options."""
     from cocoon.guest import assets
 
-    base = tmp_path_factory.mktemp("docker")
     cocoon = Path(sys.executable).parent / "cocoon"
     log = open(base / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as dockerd
     daemon = subprocess.Popen(
         ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
          "-H", f"unix://{base / 'docker.sock'}", "--pidfile", str(base / "docker.pid"),
-         "--iptables=false", "--bridge=none", "--add-runtime", f"cocoon={cocoon}"],
+         "--iptables=false", *network, "--add-runtime", f"cocoon={cocoon}"],
         stdout=log, stderr=log, start_new_session=True)
     d = Docker(base)
     try:
@@ -82,6 +85,12 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
             daemon.wait()
         log.close()
         detach_all(base)  # dockerd's overlay store and netns mounts
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    with dockerd(tmp_path_factory.mktemp("docker"), "--bridge=none") as d:
+        yield d
 
 
 def test_run_rm_prints_and_returns_the_exit_code(docker: Docker) -> None:
@@ -127,3 +136,37 @@ def test_interactive_tty(docker: Docker) -> None:
         assert session.wait() == 3
     finally:
         session.close()
+
+
+BRIDGE = "cctestdock0"
+GATEWAY = "172.31.250.1"
+
+
+def test_the_default_bridge_network_and_a_published_port(tmp_path: Path) -> None:
+    """dockerd's own bridge network: Docker moves the container's veth into its namespace from
+    its prestart hook, after the VM started; the interface is carried into the VM then."""
+    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE], check=True)
+        subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+        with dockerd(tmp_path, f"--bridge={BRIDGE}") as d:
+            ping = d("run", "--rm", "--runtime", "cocoon", IMAGE, "ping", "-c", "1", "-W", "5",
+                     GATEWAY)
+            assert ping.returncode == 0, ping.stdout + ping.stderr
+            assert "1 packets received" in ping.stdout
+            web = d("run", "-d", "--name", "web", "--runtime", "cocoon", "-p", "18080:8080",
+                    IMAGE, "sh", "-c", "mkdir -p /www && echo served-from-the-vm > "
+                                       "/www/index.html && exec httpd -f -p 8080 -h /www")
+            assert web.returncode == 0, web.stderr
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:18080/index.html",
+                                                timeout=5) as reply:
+                        assert reply.read().strip() == b"served-from-the-vm"
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, "the published port never answered"
+                    time.sleep(0.5)
+    finally:
+        subprocess.run(["ip", "link", "del", BRIDGE], check=False)

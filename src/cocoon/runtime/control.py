@@ -33,6 +33,16 @@ async def connect(state: ContainerState) -> SandboxClient:
     return await SandboxClient.connect(layout.monitor_socket, timeout=10.0)
 
 
+async def call_monitor(state: ContainerState,
+                       call: Callable[[SandboxClient], Awaitable[T]]) -> T:
+    """One call of the container's sandbox monitor, on a connection of its own."""
+    client = await connect(state)
+    try:
+        return await call(client)
+    finally:
+        await client.close()
+
+
 async def call_agent(state: ContainerState, call: Callable[[AgentClient], Awaitable[T]]) -> T:
     """One call of the container's agent, on a connection of its own:
     `await call_agent(state, lambda agent: agent.start_container(state.id))`."""

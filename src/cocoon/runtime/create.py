@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
 
-from cocoon.errors import ConfigError, ContainerStateError
+from cocoon.errors import ConfigError, ContainerStateError, SandboxError
 from cocoon.oci import convert
 from cocoon.oci.bundle import Bundle, load_bundle
 from cocoon.oci.spec import Spec
@@ -27,7 +28,7 @@ from cocoon.oci.state import (
     require,
     validate_id,
 )
-from cocoon.runtime import console, guestspec, hooks, shim, teardown
+from cocoon.runtime import console, control, guestspec, hooks, shim, teardown
 from cocoon.runtime.control import call_agent
 from cocoon.runtime.options import CreateOptions
 from cocoon.runtime.sizing import vm_memory_mib
@@ -130,9 +131,15 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
         undo.callback(teardown.kill_quietly, pid)
         state.pid = pid
         state.pid_start = process_start_time(pid) or 0
+        _wait_for_network_namespace(pid, netns_of(spec))
     if spec.hooks is not None:
         hooks.run_hooks("prestart", spec.hooks.prestart, state.oci_state())
         hooks.run_hooks("createRuntime", spec.hooks.create_runtime, state.oci_state())
+    if netns_of(spec) == "new" and state.pid:
+        # the container's namespace is the shim's: an engine's prestart hook (Docker's) may
+        # have moved interfaces into it just now, after the VM started
+        netns = f"/proc/{state.pid}/ns/net"
+        asyncio.run(control.call_monitor(state, lambda client: client.attach_network(netns)))
     store.save(state)
     if options.pid_file is not None and state.pid:
         write_pid_file(options.pid_file, state.pid)
@@ -165,3 +172,25 @@ async def start_async(store: StateStore, container_id: str,
     if spec.hooks is not None:
         hooks.run_hooks("poststart", spec.hooks.poststart, state.oci_state(), fatal=False)
     return state
+
+
+def _wait_for_network_namespace(pid: int, netns: str | None, timeout: float = 10.0) -> None:
+    """Until the shim is in the container's network namespace: hooks look at it through the
+    shim's pid (Docker's moves its veth into /proc/<pid>/ns/net), and before the shim has left
+    the host's namespace, that is the host's."""
+    if netns is None:
+        return
+    host = os.stat("/proc/self/ns/net").st_ino
+    wanted = None if netns == "new" else os.stat(netns).st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            current = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except FileNotFoundError:
+            raise SandboxError(f"the shim (pid {pid}) exited before it entered the container's "
+                               "network namespace") from None
+        if (wanted is None and current != host) or current == wanted:
+            return
+        time.sleep(0.002)
+    raise SandboxError(f"the shim (pid {pid}) did not enter the container's network namespace "
+                       f"within {timeout:.0f} s")

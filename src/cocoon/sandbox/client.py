@@ -51,6 +51,12 @@ class SandboxClient:
         info: dict[str, Any] = json.loads(response.ready_json)
         return info
 
+    async def attach_network(self, netns: str, timeout: float | None = 60.0) -> int:
+        response = await self.ttrpc.call(MONITOR, "AttachNetwork",
+                                         monitor_pb2.AttachNetworkRequest(netns=netns),
+                                         monitor_pb2.AttachNetworkResponse, timeout=timeout)
+        return response.interfaces
+
     async def status(self, timeout: float | None = 5.0) -> monitor_pb2.StatusResponse:
         return await self.ttrpc.call(MONITOR, "Status", monitor_pb2.StatusRequest(),
                                      monitor_pb2.StatusResponse, timeout=timeout)

@@ -81,7 +81,7 @@ class SandboxConfig:
     vm_dir: str
     memory_mib: int = 256
     vcpus: int = 1
-    machine: str = "pc"
+    machine: str = "q35"  # with empty root ports: interfaces can be hot-plugged after boot
     share: bool = True
     hostname: str = ""
     netns: str | None = None

@@ -215,6 +215,36 @@ class Monitor:
             self.network.close_fds()  # QEMU holds the taps now: they die with it
         self.mark("devices plugged")
 
+    async def attach_network(self, netns: str) -> int:
+        """Carry `netns` into the running VM (see monitor.proto's AttachNetwork)."""
+        if self.state != "running" or self.vm is None or self.agent is None:
+            raise RPCError(StatusCode.FAILED_PRECONDITION, f"sandbox {self.id} is {self.state}")
+        if self.network is not None:
+            raise RPCError(StatusCode.FAILED_PRECONDITION,
+                           f"sandbox {self.id} already carries {self.network.netns}")
+        try:
+            attachment = await asyncio.to_thread(network.attach, netns)
+        except CocoonError as err:
+            raise RPCError(StatusCode.INVALID_ARGUMENT, str(err)) from err
+        if attachment is None:
+            return 0
+        nics = attachment.nics
+        free = self.vm.config.hotplug_ports - self._next_port
+        if len(nics) > free:
+            await asyncio.to_thread(attachment.detach)
+            raise RPCError(StatusCode.FAILED_PRECONDITION,
+                           f"sandbox {self.id}: {len(nics)} interfaces appeared in {netns} after "
+                           f"its VM started, and it has {free} empty PCIe ports for them (a VM "
+                           "booted cold has none: with templates on it would have 8)")
+        self.network = attachment
+        for index, nic in enumerate(nics):
+            await self.vm.plug_nic(index, nic, self._next_port)
+            self._next_port += 1
+        attachment.close_fds()  # QEMU holds the taps now: they die with it
+        await attachment.configure_guest(self.agent)
+        self.mark("network attached")
+        return len(nics)
+
     def _storages(self) -> list[agent_pb2.Storage]:
         if not self.config.share:
             return []
@@ -424,6 +454,10 @@ class Monitor:
                                ) from err
             return monitor_pb2.ClaimResponse(
                 ready_json=json.dumps(self.ready_report())).SerializeToString()
+        if method == "AttachNetwork":
+            attach = monitor_pb2.AttachNetworkRequest.FromString(payload)
+            count = await self.attach_network(attach.netns)
+            return monitor_pb2.AttachNetworkResponse(interfaces=count).SerializeToString()
         if method == "Shutdown":
             request = monitor_pb2.ShutdownRequest.FromString(payload)
             self.request_stop("shutdown requested")

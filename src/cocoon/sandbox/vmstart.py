@@ -154,6 +154,7 @@ def cold_config(config: SandboxConfig, boot: GuestBoot, *, shares: tuple[VirtioF
         console_log=layout.console_log, memory_mib=config.memory_mib, vcpus=config.vcpus,
         accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
         machine=config.machine,  # type: ignore[arg-type]
+        hotplug_ports=HOTPLUG_PORTS if config.machine == "q35" else 0,
         tb_size_mib=tb_size_mib(), agent_socket=layout.agent_socket, balloon=True,
         memory_backend=MemoryBackend("memfd", share=True) if shares else None,
         shares=shares, nics=nics)

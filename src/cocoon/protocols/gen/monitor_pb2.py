@@ -24,27 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cocoon/protocols/gen/monitor.proto\x12\x06\x63ocoon\"#\n\x0c\x43laimRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\"#\n\rClaimResponse\x12\x12\n\nready_json\x18\x01 \x01(\t\"\x0f\n\rStatusRequest\"&\n\x05Phase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xf3\x01\n\x0eStatusResponse\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x13\n\x0bmonitor_pid\x18\x02 \x01(\x05\x12\x10\n\x08qemu_pid\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\t\x12\x1d\n\x06phases\x18\x05 \x03(\x0b\x32\r.cocoon.Phase\x12\r\n\x05\x61\x63\x63\x65l\x18\x06 \x01(\t\x12\x16\n\x0ekernel_release\x18\x07 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x08 \x01(\t\x12\x13\n\x0b\x63onsole_log\x18\t \x01(\t\x12\x15\n\rvirtiofsd_pid\x18\n \x01(\x05\x12\x14\n\x0cstarted_from\x18\x0b \x01(\t\"(\n\x0fShutdownRequest\x12\x15\n\rgrace_seconds\x18\x01 \x01(\x01\"\"\n\x10ShutdownResponse\x12\x0e\n\x06reason\x18\x01 \x01(\t2\xb7\x01\n\x07Monitor\x12\x37\n\x06Status\x12\x15.cocoon.StatusRequest\x1a\x16.cocoon.StatusResponse\x12=\n\x08Shutdown\x12\x17.cocoon.ShutdownRequest\x1a\x18.cocoon.ShutdownResponse\x12\x34\n\x05\x43laim\x12\x14.cocoon.ClaimRequest\x1a\x15.cocoon.ClaimResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cocoon/protocols/gen/monitor.proto\x12\x06\x63ocoon\"%\n\x14\x41ttachNetworkRequest\x12\r\n\x05netns\x18\x01 \x01(\t\"+\n\x15\x41ttachNetworkResponse\x12\x12\n\ninterfaces\x18\x01 \x01(\x05\"#\n\x0c\x43laimRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\"#\n\rClaimResponse\x12\x12\n\nready_json\x18\x01 \x01(\t\"\x0f\n\rStatusRequest\"&\n\x05Phase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xf3\x01\n\x0eStatusResponse\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x13\n\x0bmonitor_pid\x18\x02 \x01(\x05\x12\x10\n\x08qemu_pid\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\t\x12\x1d\n\x06phases\x18\x05 \x03(\x0b\x32\r.cocoon.Phase\x12\r\n\x05\x61\x63\x63\x65l\x18\x06 \x01(\t\x12\x16\n\x0ekernel_release\x18\x07 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x08 \x01(\t\x12\x13\n\x0b\x63onsole_log\x18\t \x01(\t\x12\x15\n\rvirtiofsd_pid\x18\n \x01(\x05\x12\x14\n\x0cstarted_from\x18\x0b \x01(\t\"(\n\x0fShutdownRequest\x12\x15\n\rgrace_seconds\x18\x01 \x01(\x01\"\"\n\x10ShutdownResponse\x12\x0e\n\x06reason\x18\x01 \x01(\t2\x85\x02\n\x07Monitor\x12\x37\n\x06Status\x12\x15.cocoon.StatusRequest\x1a\x16.cocoon.StatusResponse\x12=\n\x08Shutdown\x12\x17.cocoon.ShutdownRequest\x1a\x18.cocoon.ShutdownResponse\x12\x34\n\x05\x43laim\x12\x14.cocoon.ClaimRequest\x1a\x15.cocoon.ClaimResponse\x12L\n\rAttachNetwork\x12\x1c.cocoon.AttachNetworkRequest\x1a\x1d.cocoon.AttachNetworkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cocoon.protocols.gen.monitor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLAIMREQUEST']._serialized_start=46
-  _globals['_CLAIMREQUEST']._serialized_end=81
-  _globals['_CLAIMRESPONSE']._serialized_start=83
-  _globals['_CLAIMRESPONSE']._serialized_end=118
-  _globals['_STATUSREQUEST']._serialized_start=120
-  _globals['_STATUSREQUEST']._serialized_end=135
-  _globals['_PHASE']._serialized_start=137
-  _globals['_PHASE']._serialized_end=175
-  _globals['_STATUSRESPONSE']._serialized_start=178
-  _globals['_STATUSRESPONSE']._serialized_end=421
-  _globals['_SHUTDOWNREQUEST']._serialized_start=423
-  _globals['_SHUTDOWNREQUEST']._serialized_end=463
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=465
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=499
-  _globals['_MONITOR']._serialized_start=502
-  _globals['_MONITOR']._serialized_end=685
+  _globals['_ATTACHNETWORKREQUEST']._serialized_start=46
+  _globals['_ATTACHNETWORKREQUEST']._serialized_end=83
+  _globals['_ATTACHNETWORKRESPONSE']._serialized_start=85
+  _globals['_ATTACHNETWORKRESPONSE']._serialized_end=128
+  _globals['_CLAIMREQUEST']._serialized_start=130
+  _globals['_CLAIMREQUEST']._serialized_end=165
+  _globals['_CLAIMRESPONSE']._serialized_start=167
+  _globals['_CLAIMRESPONSE']._serialized_end=202
+  _globals['_STATUSREQUEST']._serialized_start=204
+  _globals['_STATUSREQUEST']._serialized_end=219
+  _globals['_PHASE']._serialized_start=221
+  _globals['_PHASE']._serialized_end=259
+  _globals['_STATUSRESPONSE']._serialized_start=262
+  _globals['_STATUSRESPONSE']._serialized_end=505
+  _globals['_SHUTDOWNREQUEST']._serialized_start=507
+  _globals['_SHUTDOWNREQUEST']._serialized_end=547
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=549
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=583
+  _globals['_MONITOR']._serialized_start=586
+  _globals['_MONITOR']._serialized_end=847
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AttachNetworkRequest(_message.Message):
+    __slots__ = ("netns",)
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    netns: str
+    def __init__(self, netns: _Optional[str] = ...) -> None: ...
+
+class AttachNetworkResponse(_message.Message):
+    __slots__ = ("interfaces",)
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    interfaces: int
+    def __init__(self, interfaces: _Optional[int] = ...) -> None: ...
+
 class ClaimRequest(_message.Message):
     __slots__ = ("config_json",)
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
