@@ -161,3 +161,48 @@ def test_podman_build_runs_its_run_steps_in_vms(podman: Podman, tmp_path: Path) 
         assert built.stdout.split()[-1] == "0"
     finally:
         podman("rmi", "--force", tag)
+
+
+PROBE = "cat /proc/sys/kernel/random/boot_id; readlink /proc/self/ns/ipc; " \
+        "readlink /proc/self/ns/uts; hostname"
+
+
+def test_container_namespaces_are_shared_in_one_vm(podman: Podman) -> None:
+    """`--ipc/--uts/--network container:NAME`: the namespaces of another container, joined in
+    that container's VM (the same guest: the same boot id)."""
+    first = podman("run", "-d", "--name", "shared-a", *ULIMITS, IMAGE, "sleep", "1000")
+    assert first.returncode == 0, first.stderr
+    try:
+        second = podman("run", "--rm", *ULIMITS, "--ipc", "container:shared-a", "--uts",
+                        "container:shared-a", "--network", "container:shared-a", IMAGE,
+                        "sh", "-c", PROBE)
+        assert second.returncode == 0, second.stderr
+        seen_by_a = podman("exec", "shared-a", "sh", "-c", PROBE)
+        assert seen_by_a.returncode == 0, seen_by_a.stderr
+        assert second.stdout.split() == seen_by_a.stdout.split()
+    finally:
+        podman("rm", "--force", "--time", "0", "shared-a", timeout=120)
+
+
+def test_a_pod_is_one_vm(podman: Podman, tmp_path: Path) -> None:
+    """A podman pod's infra container and members: one VM, its IPC and UTS namespaces shared."""
+    context = tmp_path / "pause"
+    context.mkdir()
+    (context / "Containerfile").write_text(f'FROM {IMAGE}\nCMD ["sleep", "100000"]\n')
+    pause = "localhost/cocoon-pause:latest"
+    built = podman("build", "-q", "-t", pause, str(context), timeout=300)
+    assert built.returncode == 0, built.stderr
+    pod = podman("pod", "create", "--name", "cocoon-pod", "--infra-image", pause)
+    assert pod.returncode == 0, pod.stderr
+    try:
+        member = podman("run", "-d", "--pod", "cocoon-pod", "--name", "member", *ULIMITS, IMAGE,
+                        "sleep", "1000")
+        assert member.returncode == 0, member.stderr
+        other = podman("run", "--rm", "--pod", "cocoon-pod", *ULIMITS, IMAGE, "sh", "-c", PROBE)
+        assert other.returncode == 0, other.stderr
+        seen = podman("exec", "member", "sh", "-c", PROBE)
+        assert other.stdout.split() == seen.stdout.split(), (other.stdout, seen.stdout)
+        assert other.stdout.split()[-1] == "cocoon-pod"
+    finally:
+        podman("pod", "rm", "--force", "--time", "0", "cocoon-pod", timeout=180)
+        podman("rmi", "--force", pause)

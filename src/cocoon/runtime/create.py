@@ -28,7 +28,7 @@ from cocoon.oci.state import (
     require,
     validate_id,
 )
-from cocoon.runtime import console, control, guestspec, hooks, shim, teardown
+from cocoon.runtime import console, control, guestspec, hooks, joins, sharing, shim, teardown
 from cocoon.runtime.control import call_agent
 from cocoon.runtime.options import CreateOptions
 from cocoon.runtime.sizing import vm_memory_mib
@@ -108,20 +108,31 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
     if layout.root.exists():
         teardown.stop_quietly(layout)  # left by a crash under the same id: stop it
     guestspec.check(spec, bundle.rootfs)  # a bad bundle fails before a VM starts for it
-    config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
-                           memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
-                           netns=netns_of(spec), debug=debug)
-    handle = start_sandbox(config)
-    # a sandbox from the warm pool lives in the pool member's directory
-    layout = handle.layout
-    state.vm_dir = str(layout.root)
-    undo.callback(teardown.stop_quietly, layout)
-    gspec = guestspec.guest_spec(spec, bundle.rootfs, Share(layout.shared), state.id)
-    state.monitor_pid = handle.monitor_pid
-    state.boot_id = str(handle.info.get("boot_id", ""))
-    state.kernel_release = str(handle.info.get("kernel_release", ""))
+    joined = joins.resolve(store, spec)
+    if joined.sandbox is not None:
+        layout = _join_sandbox(store, state, joined.sandbox, spec)
+        undo.callback(Share(layout.shared).remove_container, state.id)
+    else:
+        config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
+                               memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
+                               netns=netns_of(spec), debug=debug)
+        handle = start_sandbox(config)
+        # a sandbox from the warm pool lives in the pool member's directory
+        layout = handle.layout
+        state.vm_dir = str(layout.root)
+        undo.callback(teardown.stop_quietly, layout)
+        state.monitor_pid = handle.monitor_pid
+        state.boot_id = str(handle.info.get("boot_id", ""))
+        state.kernel_release = str(handle.info.get("kernel_release", ""))
+    with sharing.locked(layout):
+        sharing.add(layout, state.id)
+    undo.callback(sharing.remove, layout, state.id)
+    gspec = guestspec.guest_spec(joined.spec, bundle.rootfs, Share(layout.shared), state.id)
     oci = convert.spec_to_proto(gspec)
     asyncio.run(call_agent(state, lambda agent: agent.create_container(state.id, oci)))
+    if joined.sandbox is not None:
+        undo.callback(lambda: asyncio.run(call_agent(
+            state, lambda agent: agent.remove_container(state.id))))
     state.status = Status.CREATED
     if not options.foreground:
         if spec.process.terminal:
@@ -135,7 +146,7 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
     if spec.hooks is not None:
         hooks.run_hooks("prestart", spec.hooks.prestart, state.oci_state())
         hooks.run_hooks("createRuntime", spec.hooks.create_runtime, state.oci_state())
-    if netns_of(spec) == "new" and state.pid:
+    if netns_of(spec) == "new" and state.pid and joined.sandbox is None:
         # the container's namespace is the shim's: an engine's prestart hook (Docker's) may
         # have moved interfaces into it just now, after the VM started
         netns = f"/proc/{state.pid}/ns/net"
@@ -194,3 +205,26 @@ def _wait_for_network_namespace(pid: int, netns: str | None, timeout: float = 10
         time.sleep(0.002)
     raise SandboxError(f"the shim (pid {pid}) did not enter the container's network namespace "
                        f"within {timeout:.0f} s")
+
+
+def _join_sandbox(store: StateStore, state: ContainerState, owner: ContainerState,
+                  spec: Spec) -> Layout:
+    """Run in `owner`'s VM (the new container joins some of its namespaces): it must be up,
+    and the new container must use the network that VM carries."""
+    layout = Layout(Path(owner.vm_dir))
+    if not layout.monitor_socket.exists() or owner.current_status() not in (
+            Status.CREATED, Status.RUNNING, Status.PAUSED):
+        raise ContainerStateError(f"container {state.id} joins the namespaces of container "
+                                  f"{owner.id}, which is not running", id=state.id)
+    netns = netns_of(spec)
+    if netns not in (None, "new") and os.stat(netns).st_ino != \
+            os.stat(f"/proc/{owner.pid}/ns/net").st_ino:
+        raise ConfigError(f"config.json: linux.namespaces: container {state.id} joins "
+                          f"namespaces of container {owner.id} but has a network namespace of "
+                          f"its own ({netns}): one VM carries one network; share "
+                          f"{owner.id}'s network too", field="linux.namespaces")
+    state.vm_dir = owner.vm_dir
+    state.monitor_pid = owner.monitor_pid
+    state.boot_id = owner.boot_id
+    state.kernel_release = owner.kernel_release
+    return layout

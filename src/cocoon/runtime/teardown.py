@@ -17,10 +17,11 @@ from pathlib import Path
 
 from cocoon.errors import CocoonError, ContainerStateError
 from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time, validate_id
-from cocoon.runtime import hooks
+from cocoon.runtime import hooks, sharing
 from cocoon.runtime.control import call_agent
 from cocoon.sandbox.launcher import stop_sandbox_async
 from cocoon.sandbox.layout import Layout
+from cocoon.sandbox.share import Share
 
 KILL_TIMEOUT = 5.0   # for the agent's SIGKILL of every process of the container
 DEAD_WAIT = 3.0      # for the shims to see their processes end before they are killed
@@ -42,14 +43,14 @@ def delete(store: StateStore, container_id: str, force: bool = False,
         spec = None
         with contextlib.suppress(CocoonError, OSError):
             spec = store.config(state.id)
-        asyncio.run(_teardown(state, exited))
+        asyncio.run(_teardown(store, state, exited))
         store.remove(state.id)
     if spec is not None and spec.hooks is not None:
         with contextlib.suppress(CocoonError, OSError):
             hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
 
 
-async def _teardown(state: ContainerState, exited: bool = False) -> None:
+async def _teardown(store: StateStore, state: ContainerState, exited: bool = False) -> None:
     layout = Layout(Path(state.vm_dir))
     shims = [state.pid, *state.execs.values()]
     if layout.monitor_socket.exists() and not exited \
@@ -58,7 +59,15 @@ async def _teardown(state: ContainerState, exited: bool = False) -> None:
             await call_agent(state, lambda agent: agent.signal_process(
                 state.id, "", signal.SIGKILL, all=True, timeout=KILL_TIMEOUT))
         await wait_dead(shims, timeout=DEAD_WAIT)
-    await stop_sandbox_async(layout, grace=STOP_GRACE)
+    with sharing.locked(layout):
+        if sharing.others(layout, state.id, store):
+            # other containers (of a pod) run in this VM: only this one goes
+            with contextlib.suppress(CocoonError, OSError):
+                await call_agent(state, lambda agent: agent.remove_container(state.id))
+            Share(layout.shared).remove_container(state.id)
+            sharing.remove(layout, state.id)
+        else:
+            await stop_sandbox_async(layout, grace=STOP_GRACE)
     for pid in shims:
         if pid and pid != os.getpid():
             kill_quietly(pid)
