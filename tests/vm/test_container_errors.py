@@ -9,6 +9,7 @@ process, mount or directory under the run's VM directory and no container state.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,31 @@ def test_the_hosts_pid_or_ipc_namespace_is_refused(place: Place, leak_check: Lea
     """No pid (ipc) namespace means the host's (--pid host, hostPID): refused before a VM."""
     bundle = make_bundle(place.work / "b", ["true"], without_namespace(kind))
     _fails(place, leak_check, bundle, "linux.namespaces", f"no {kind} namespace", setting)
+
+
+def test_a_namespace_path_of_the_wrong_type_is_refused(place: Place,
+                                                       leak_check: LeakCheck) -> None:
+    def edit(spec: dict[str, Any]) -> None:
+        for namespace in spec["linux"]["namespaces"]:
+            if namespace["type"] == "ipc":
+                namespace["path"] = "/proc/self/ns/uts"
+
+    bundle = make_bundle(place.work / "b", ["true"], edit)
+    _fails(place, leak_check, bundle, "linux.namespaces", "/proc/self/ns/uts is a uts namespace, "
+                                                          "not ipc")
+
+
+def test_a_host_process_namespace_is_refused(place: Place, leak_check: LeakCheck) -> None:
+    host = subprocess.Popen(["sleep", "60"])
+    try:
+        def edit(spec: dict[str, Any]) -> None:
+            for namespace in spec["linux"]["namespaces"]:
+                if namespace["type"] == "uts":
+                    namespace["path"] = f"/proc/{host.pid}/ns/uts"
+
+        bundle = make_bundle(place.work / "b", ["true"], edit)
+        _fails(place, leak_check, bundle, f"/proc/{host.pid}/ns/uts",
+               f"host process {host.pid} (sleep)", "cannot join a host namespace")
+    finally:
+        host.kill()
+        host.wait()
