@@ -206,3 +206,17 @@ def test_a_pod_is_one_vm(podman: Podman, tmp_path: Path) -> None:
     finally:
         podman("pod", "rm", "--force", "--time", "0", "cocoon-pod", timeout=180)
         podman("rmi", "--force", pause)
+
+
+def test_a_privileged_container_loads_kernel_modules_on_demand(podman: Podman) -> None:
+    """The guest kernel loads what a privileged workload asks for (here `bridge`, `veth`) from
+    its whole module tree, which the image does not carry (no module was loaded before)."""
+    result = podman("run", "--rm", "--privileged", *ULIMITS, IMAGE, "sh", "-c",
+                    "grep -c '^bridge ' /proc/modules; brctl addbr br0 && ip -o link show br0 "
+                    "&& ip link add v0 type veth peer name v1 && ip -o link show v0 && "
+                    "grep -E '^(bridge|veth) ' /proc/modules | cut -d' ' -f1 | sort")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0"
+    assert "br0:" in lines[1] and " v0@" in lines[2]
+    assert lines[-2:] == ["bridge", "veth"]

@@ -45,6 +45,8 @@ logger = logging.getLogger("cocoon.agent.service")
 MAX_READ = 1 << 20
 DEVICE_WAIT = 5.0   # seconds a hot-plugged virtio-fs device gets to appear
 DEVICE_POLL = 0.01
+MODULES_DRIVER = "cocoon-modules"  # a Storage that is the kernel's module tree
+KERNEL_ROOT = "/proc/2/root"  # the root the kernel's own threads (kthreadd) run with
 OOM_POLL_INTERVAL = 0.1
 EMPTY = empty_pb2.Empty()
 
@@ -100,6 +102,10 @@ async def _mount_storage(storage: agent_pb2.Storage, state: AgentState,
         raise ContainerError(INVALID_ARGUMENT, f"storage mount point {target!r} is not absolute")
     if target in state.mounted:
         return
+    if storage.driver == MODULES_DRIVER:
+        _mount_modules(storage.source, target)
+        state.mounted.append(target)
+        return
     os.makedirs(target, exist_ok=True)
     fstype = storage.fstype or {"virtio-fs": "virtiofs"}.get(storage.driver, storage.driver)
     loop = asyncio.get_running_loop()
@@ -117,6 +123,22 @@ async def _mount_storage(storage: agent_pb2.Storage, state: AgentState,
                                  f"mounting {storage.driver} {storage.source} on {target}: "
                                  f"{err.strerror}") from err
     state.mounted.append(target)
+
+
+def _mount_modules(source: str, target: str) -> None:
+    """The kernel's whole module tree (from the host, through the share) over the image's few
+    modules, read-only, where the kernel's module loader looks: its usermode helper
+    (/sbin/modprobe) runs with the root the kernel booted with, not the agent's (the agent
+    lives in a bind of it, see pid1), so the mount is made there, through kthreadd's root."""
+    if not source.startswith("/") or ".." in source.split("/"):
+        raise ContainerError(INVALID_ARGUMENT, f"module tree {source!r} is not a clean path")
+    where = KERNEL_ROOT + target
+    try:
+        sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, where, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+    except OSError as err:
+        raise ContainerError(StatusCode.INTERNAL, f"mounting the module tree {source} on "
+                             f"{target}: {err.strerror}") from err
 
 
 def guest_mounts_under(path: str, mountinfo: str) -> list[str]:

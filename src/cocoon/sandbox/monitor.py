@@ -27,6 +27,7 @@ from typing import Any
 from cocoon import log, network
 from cocoon.errors import CocoonError, RPCError, SandboxError
 from cocoon.guest import assets
+from cocoon.guest.kernel import Kernel
 from cocoon.hypervisor import accel as accel_mod
 from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
 from cocoon.hypervisor.qemu import QemuVM, describe_exit
@@ -36,7 +37,7 @@ from cocoon.sandbox import pool, vmstart
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.proxy import AgentProxy
-from cocoon.sandbox.share import GUEST_MOUNTPOINT, VIRTIOFS_TAG, Share, remove_vm_dir
+from cocoon.sandbox.share import GUEST_MOUNTPOINT, MODULES_DIR, VIRTIOFS_TAG, Share, remove_vm_dir
 from cocoon.sandbox.shimserver import ShimServer
 from cocoon.sandbox.virtiofsd import Virtiofsd
 from cocoon.template import clone, store
@@ -48,6 +49,7 @@ MAX_AGENT_FAILURES = 3   # protocol errors from the guest before the sandbox is 
 DESTROY_GRACE = 3.0      # seconds for the guest to power off after DestroySandbox
 CLONE_AGENT_TIMEOUT = 20.0  # a clone answers in well under a second; a loaded host can delay it
 RESEED_BYTES = 512
+MODULES_DRIVER = "cocoon-modules"  # the agent's Storage driver for the kernel's module tree
 WARM_UP_ID = ".warmup"  # in the share: a name no container id can have
 
 
@@ -64,6 +66,7 @@ class Monitor:
         self.proxy = AgentProxy(self.id, local=self._local)
         self.server: asyncio.AbstractServer | None = None
         self.shims: ShimServer | None = None
+        self.kernel: Kernel | None = None  # the guest's: its module tree is shared in
         self.agent: AgentClient | None = None  # the monitor's own client, through its proxy
         self.state = "booting"
         self.accel = ""
@@ -96,6 +99,7 @@ class Monitor:
             cache_dir=Path(self.config.asset_dir) if self.config.asset_dir else None)
         self.accel = decision.accel
         boot = await asyncio.to_thread(vmstart.guest_boot, self.config, decision)
+        self.kernel = boot.kernel
         template = await vmstart.obtain_template(self.config, boot, self.layout.root,
                                                  default_memory_mib=sizing.VM_MEMORY_MIB)
         if self.pool_template is not None and (template is None
@@ -246,10 +250,18 @@ class Monitor:
         return len(nics)
 
     def _storages(self) -> list[agent_pb2.Storage]:
+        """The share; then the kernel's whole module tree from it, where the guest kernel's
+        module loader looks (so a privileged container's `ip link add type bridge` loads
+        `bridge` on demand, as on a host, without the image carrying every module)."""
         if not self.config.share:
             return []
-        return [agent_pb2.Storage(driver="virtio-fs", source=VIRTIOFS_TAG, fstype="virtiofs",
-                                  mount_point=GUEST_MOUNTPOINT)]
+        storages = [agent_pb2.Storage(driver="virtio-fs", source=VIRTIOFS_TAG,
+                                      fstype="virtiofs", mount_point=GUEST_MOUNTPOINT)]
+        if self.kernel is not None:
+            storages.append(agent_pb2.Storage(
+                driver=MODULES_DRIVER, source=f"{GUEST_MOUNTPOINT}/{MODULES_DIR}",
+                mount_point=f"/usr/lib/modules/{self.kernel.release}"))
+        return storages
 
     async def _make_sandbox(self) -> None:
         """The guest becomes this sandbox: hostname, the share mounted, the network set."""
@@ -267,6 +279,8 @@ class Monitor:
         if self.share is None:
             self.share = Share(self.layout.shared)
             self.share.create()
+            if self.kernel is not None:
+                self.share.expose_modules(self.kernel.modules_dir)
         if self.virtiofsd is None or not self.virtiofsd.running:
             self.virtiofsd = Virtiofsd(self.layout.virtiofs_socket, self.layout.shared,
                                        self.layout.root / "virtiofsd.log")

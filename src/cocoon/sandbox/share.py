@@ -23,6 +23,7 @@ logger = logging.getLogger("cocoon.sandbox.share")
 
 GUEST_MOUNTPOINT = "/run/cocoon/shared"
 VIRTIOFS_TAG = "cocoon"
+MODULES_DIR = ".modules"  # in the share: the guest kernel's module tree
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -95,6 +96,13 @@ class Share:
                               path=str(source))
         target = self.root / container_id / "mounts" / str(index)
         self._bind(source, target, readonly, recursive=True)
+        return self.guest_path(target)
+
+    def expose_modules(self, modules_dir: Path) -> str:
+        """Bind the guest kernel's module tree (the asset cache's, depmod'ed) read-only into
+        the share; return its path in the guest."""
+        target = self.root / MODULES_DIR
+        self._bind(modules_dir, target, readonly=True, recursive=False)
         return self.guest_path(target)
 
     def remove_container(self, container_id: str) -> None:
