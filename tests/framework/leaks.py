@@ -11,6 +11,9 @@ scenario made and did not remove. Other engineers' VMs run on the same host at t
   created during the test in a shared root such as /run/cocoon-vm).
 
 Processes that existed when the check began (a module-scoped fixture's VM) are not counted.
+A cgroup directory made during the test that no process is in (the host cgroup of a container
+the scenario deleted, or one a failed create left) is a leak too; one with processes is someone's
+live work and only its processes can be ours.
 Network leftovers (a tc redirect of Cocoon's priority with no Cocoon tap beside it:
 `cocoon.network.audit`) count in the host's namespace and in named namespaces made during the
 test; they are reported, never cleaned (a namespace may be someone else's).
@@ -36,6 +39,7 @@ from cocoon.linux import syscalls as sc
 from cocoon.network import audit
 from cocoon.sandbox import pool
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 # how long a scenario's processes may take to finish exiting after it returns
 DEFAULT_SETTLE = 15.0
 _POLL = 0.1
@@ -146,21 +150,43 @@ def mounts_under(roots: Iterable[Path]) -> list[str]:
     return sorted(found, key=lambda p: p.count("/"), reverse=True)
 
 
+def cgroup_dirs(root: Path = CGROUP_ROOT) -> set[Path]:
+    """Every cgroup directory below the hierarchies' roots."""
+    found: set[Path] = set()
+    with contextlib.suppress(OSError):
+        for mount in root.iterdir():
+            if not (mount / "cgroup.procs").exists():
+                continue
+            for directory, _subdirs, _ in os.walk(mount):
+                if directory != str(mount):
+                    found.add(Path(directory))
+    return found
+
+
+def _empty_cgroup(path: Path) -> bool:
+    try:
+        return not (path / "cgroup.procs").read_text().split()
+    except OSError:
+        return False
+
+
 @dataclass
 class LeakReport:
     processes: list[ProcInfo] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     network: list[str] = field(default_factory=list)
+    cgroups: list[Path] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.processes or self.mounts or self.paths or self.network)
+        return bool(self.processes or self.mounts or self.paths or self.network or self.cgroups)
 
     def __str__(self) -> str:
         lines = [p.describe() for p in self.processes]
         lines += [f"mount {m}" for m in self.mounts]
         lines += [f"path {p}" for p in self.paths]
         lines += [f"network {n}" for n in self.network]
+        lines += [f"cgroup {c}" for c in self.cgroups]
         return "; ".join(lines) or "nothing"
 
 
@@ -186,6 +212,7 @@ class LeakCheck:
         self._baseline_entries: set[Path] = set()
         self._baseline_network: set[str] = set()
         self._baseline_netns: set[str] = set()
+        self._baseline_cgroups: set[Path] = set()
         self.baseline()
 
     def baseline(self) -> None:
@@ -194,6 +221,12 @@ class LeakCheck:
                                   for entry in root.iterdir()}
         self._baseline_netns = set(audit.named_namespaces())
         self._baseline_network = self._network()
+        self._baseline_cgroups = cgroup_dirs()
+
+    def _fresh_cgroups(self) -> list[Path]:
+        """Cgroups made since the baseline that hold no process, deepest first."""
+        fresh = [d for d in cgroup_dirs() - self._baseline_cgroups if _empty_cgroup(d)]
+        return sorted(fresh, key=lambda p: len(p.parts), reverse=True)
 
     def watch_state_root(self, path: Path) -> None:
         self.state_roots.append(Path(path))
@@ -251,6 +284,7 @@ class LeakCheck:
             if root.is_dir():
                 report.paths.extend(sorted(p for p in root.rglob("*") if p.is_dir()))
         report.network = sorted(self._network() - self._baseline_network)
+        report.cgroups = self._fresh_cgroups()
         return report
 
     def check(self, settle: float = DEFAULT_SETTLE) -> LeakReport:
@@ -296,6 +330,9 @@ class LeakCheck:
             if root.is_dir():
                 for entry in root.iterdir():
                     _remove(entry)
+        for cgroup in self._fresh_cgroups():
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
 
     def reap_children(self) -> None:
         """Reap our exited children (a monitor the launcher spawned and nobody waits for)."""

@@ -97,3 +97,10 @@ def container_config(name: str, image: str, command: list[str],
         command=command, log_path=f"{name}.log",
         linux=cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext(
             namespace_options=options)))
+
+
+def list_pod_stats(client: CRIClient, pod_id: str = "") -> list[cri.PodSandboxStats]:
+    """ListPodSandboxStats (`crictl statsp`), for one pod or all."""
+    response = client.runtime("ListPodSandboxStats", cri.ListPodSandboxStatsRequest(
+        filter=cri.PodSandboxStatsFilter(id=pod_id)), cri.ListPodSandboxStatsResponse, 60.0)
+    return list(response.stats)

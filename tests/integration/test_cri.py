@@ -25,7 +25,12 @@ from tests.integration.containerd_env import (
     Containerd,
     write_image,
 )
-from tests.integration.cri_client import CRIClient, container_config, host_network_pod
+from tests.integration.cri_client import (
+    CRIClient,
+    container_config,
+    host_network_pod,
+    list_pod_stats,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm,
               pytest.mark.skipif(shutil.which("containerd") is None,
@@ -175,3 +180,66 @@ def test_pod_overhead_fits_the_runtimeclass_figure(ctrd: Containerd) -> None:
         client.remove_pod(pod_id)
     finally:
         client.close()
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_dirs(path: str) -> list[Path]:
+    """`path` in every mounted v1 hierarchy (and the unified one)."""
+    return [mount / path.lstrip("/") for mount in sorted(CGROUP_ROOT.iterdir())
+            if (mount / "cgroup.procs").exists()]
+
+
+def _remove_cgroup_tree(path: str) -> None:
+    """What the kubelet does with a pod's cgroup once the pod is gone."""
+    for directory in _cgroup_dirs(path):
+        for level in [directory, *directory.parents]:
+            if level == CGROUP_ROOT or not level.is_relative_to(CGROUP_ROOT) or \
+                    len(level.relative_to(CGROUP_ROOT).parts) < 2:
+                break
+            try:
+                level.rmdir()
+            except OSError:
+                break
+
+
+def test_pod_cgroups_nest_under_the_kubelets_parent_and_give_pod_stats(
+        ctrd: Containerd) -> None:
+    """The kubelet's layout: the pod's cgroup parent, the sandbox's cgroup holding the VM,
+    each container's beside it with its limits; ListPodSandboxStats reads the parent."""
+    client = CRIClient(ctrd.socket)
+    logs = ctrd.base / "pod-logs"
+    logs.mkdir()
+    parent = "/cocoon-kubepods/burstable/pod-uid-cg-1"
+    pod = host_network_pod("cg", "uid-cg-1", logs)
+    pod.linux.cgroup_parent = parent
+    try:
+        pod_id = client.run_pod(pod, HANDLER)
+        config = container_config("app", BUSYBOX, ["sleep", "1000"], pod)
+        config.linux.resources.memory_limit_in_bytes = 64 << 20
+        config.linux.resources.cpu_shares = 256
+        app = client.create_container(pod_id, config, pod)
+        client.start_container(app)
+        memory = CGROUP_ROOT / "memory" / parent.lstrip("/")
+        qemu = [pid for pid, kind in _pod_processes(ctrd).items() if kind == "qemu"]
+        assert len(qemu) == 1
+        procs = (memory / pod_id / "cgroup.procs").read_text().split()
+        assert str(qemu[0]) in procs, procs
+        limit = int((memory / app / "memory.limit_in_bytes").read_text())
+        assert limit >= 64 << 20 and limit < 1 << 40, limit  # the VM's bound, not unlimited
+        assert (CGROUP_ROOT / "cpu" / parent.lstrip("/") / app / "cpu.shares").read_text() \
+            .strip() == "256"
+
+        stats = list_pod_stats(client, pod_id)
+        assert [s.attributes.id for s in stats] == [pod_id]
+        linux = stats[0].linux
+        assert linux.memory.working_set_bytes.value > 0, linux
+        assert linux.cpu.usage_core_nano_seconds.value > 0, linux
+        client.stop_pod(pod_id)
+        client.remove_pod(pod_id)
+        left = [d for d in _cgroup_dirs(parent) for name in (pod_id, app) if (d / name).exists()]
+        assert not left, left
+    finally:
+        client.close()
+        _remove_cgroup_tree(parent)

@@ -220,3 +220,27 @@ def test_a_privileged_container_loads_kernel_modules_on_demand(podman: Podman) -
     assert lines[0] == "0"
     assert "br0:" in lines[1] and " v0@" in lines[2]
     assert lines[-2:] == ["bridge", "veth"]
+
+
+def test_the_containers_cgroup_holds_its_vm_and_feeds_podman_stats(podman: Podman) -> None:
+    """podman (cgroupfs) asks for /libpod_parent/libpod-ID: it exists on the host with the
+    limits, holds the VM's QEMU, is what `podman stats` reads, and goes with the container."""
+    name = "cocoon-cgroup"
+    run = podman("run", "-d", "--name", name, "--memory", "64m", "--cpu-shares", "512",
+                 *ULIMITS, IMAGE, "sleep", "300")
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.strip()
+    memory = Path(f"/sys/fs/cgroup/memory/libpod_parent/libpod-{cid}")
+    try:
+        held = memory.joinpath("cgroup.procs").read_text().split()
+        exes = {Path(f"/proc/{pid}/exe").resolve().name for pid in held
+                if Path(f"/proc/{pid}").exists()}
+        assert any(exe.startswith("qemu-system") for exe in exes), exes
+        cpu = Path(f"/sys/fs/cgroup/cpu/libpod_parent/libpod-{cid}/cpu.shares")
+        assert cpu.read_text().strip() == "512"
+        stats = podman("stats", "--no-stream", "--format", "{{.MemUsage}}", name, timeout=60)
+        assert stats.returncode == 0 and "/ 67.11MB" in stats.stdout, (stats.stdout,
+                                                                         stats.stderr)
+    finally:
+        podman("rm", "--force", "--time", "0", name)
+    assert not memory.exists()

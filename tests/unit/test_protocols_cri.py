@@ -13,9 +13,26 @@ def test_runtime_service() -> None:
     assert service.full_name == "runtime.v1.RuntimeService"
     calls = ["Version", "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox",
              "PodSandboxStatus", "ListPodSandbox", "CreateContainer", "StartContainer",
-             "StopContainer", "RemoveContainer", "ListContainers", "ContainerStatus", "ExecSync"]
+             "StopContainer", "RemoveContainer", "ListContainers", "ContainerStatus", "ExecSync",
+             "PodSandboxStats", "ListPodSandboxStats"]
     assert methods(cri_pb2, "RuntimeService") == {
         name: (f"{R}{name}Request", f"{R}{name}Response") for name in calls}
+
+
+def test_pod_sandbox_stats_golden() -> None:
+    """The field numbers of cri-api's PodSandboxStats, as containerd fills them."""
+    stats = cri_pb2.PodSandboxStats(
+        attributes=cri_pb2.PodSandboxAttributes(id="p1"),
+        linux=cri_pb2.LinuxPodSandboxStats(
+            cpu=cri_pb2.CpuUsage(timestamp=1, usage_core_nano_seconds=cri_pb2.UInt64Value(
+                value=2)),
+            memory=cri_pb2.MemoryUsage(working_set_bytes=cri_pb2.UInt64Value(value=3)),
+            process=cri_pb2.ProcessUsage(process_count=cri_pb2.UInt64Value(value=4))))
+    assert stats.SerializeToString() == lfield(1, lfield(1, "p1")) + lfield(2, (
+        lfield(1, vfield(1, 1) + lfield(2, vfield(1, 2))) + lfield(2, lfield(2, vfield(1, 3)))
+        + lfield(4, lfield(2, vfield(1, 4)))))
+    request = cri_pb2.ListPodSandboxStatsRequest(filter=cri_pb2.PodSandboxStatsFilter(id="p1"))
+    assert request.SerializeToString() == lfield(1, lfield(1, "p1"))
 
 
 def test_image_service() -> None:

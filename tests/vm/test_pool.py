@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cocoon.sandbox import pool
+from cocoon.sandbox.launcher import sandbox_processes
 from cocoon.template import store
 from tests.framework.cli import Cli
 from tests.vm.container_kit import make_bundle
@@ -73,6 +74,10 @@ def test_a_pooled_clone_serves_a_detached_container(cli: Cli, tmp_path: Path) ->
     state = json.loads((cli.root / "detached" / "state.json").read_text())
     assert Path(state["vm_dir"]) in members
     assert not (Path(state["vm_dir"]) / pool.MARKER).exists()  # no longer the pool's
+    # the clone was started for the pool; its processes moved into the container's cgroup
+    vm = {str(p) for p in sandbox_processes(Path(state["vm_dir"]), shims=False)}
+    for directory in state["host_cgroup"]["dirs"].values():
+        assert vm <= set((Path(directory) / "cgroup.procs").read_text().split())
     cli.ok("start", "detached")
     assert "sleep 300" in cli.ok("exec", "detached", "ps", "-o", "args")
     cli.ok("delete", "--force", "detached")

@@ -1,9 +1,9 @@
 """Container cgroups inside the guest (cgroup v2): limits, freezing, statistics, OOM counts.
 
-The OCI resources section is written for cgroup v1; runc's conversion rules to v2 are applied
-here (cpu shares to weight, memory+swap to swap.max, quota/period to cpu.max). Each container
-gets `/sys/fs/cgroup/cocoon/<container id>`; the guest has no other tenants, so the host-side
-`cgroupsPath` is not used.
+The OCI resources section is written for cgroup v1; runc's conversion rules to v2
+(`cocoon.linux.cgroupv2`) are applied here. Each container gets
+`/sys/fs/cgroup/cocoon/<container id>`; the guest has no other tenants, so `cgroupsPath` is
+not used in the guest (the host side creates it on the host: `cocoon.hostcgroup`).
 """
 
 from __future__ import annotations
@@ -19,57 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cocoon.linux.cgroupv2 import shares_to_weight, v2_settings
+
 logger = logging.getLogger("cocoon.agent.cgroups")
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "cocoon"
 
-
-def shares_to_weight(shares: int) -> int:
-    """runc's mapping of cpu.shares [2, 262144] onto cpu.weight [1, 10000]."""
-    if shares == 0:
-        return 0
-    return 1 + ((shares - 2) * 9999) // 262142
-
-
-def _max(value: int | None) -> str:
-    return "max" if value is None or value < 0 else str(value)
-
-
-def v2_settings(resources: Mapping[str, Any]) -> dict[str, str]:
-    """Translate an OCI `linux.resources` object into cgroup v2 file writes."""
-    out: dict[str, str] = {}
-    memory = resources.get("memory") or {}
-    limit = memory.get("limit")
-    if limit is not None and limit != 0:
-        out["memory.max"] = _max(limit)
-    reservation = memory.get("reservation")
-    if reservation:
-        out["memory.low"] = _max(reservation)
-    swap = memory.get("swap")
-    if swap is not None and swap != 0:
-        if swap < 0:
-            out["memory.swap.max"] = "max"
-        elif limit is not None and limit > 0:
-            out["memory.swap.max"] = str(max(swap - limit, 0))
-    cpu = resources.get("cpu") or {}
-    if cpu.get("shares"):
-        out["cpu.weight"] = str(shares_to_weight(int(cpu["shares"])))
-    quota, period = cpu.get("quota"), cpu.get("period")
-    if quota is not None or period is not None:
-        out["cpu.max"] = f"{_max(quota if quota is not None else -1)} {period or 100000}"
-    if cpu.get("cpus"):
-        out["cpuset.cpus"] = str(cpu["cpus"])
-    if cpu.get("mems"):
-        out["cpuset.mems"] = str(cpu["mems"])
-    pids = resources.get("pids") or {}
-    if "limit" in pids and pids["limit"] is not None:
-        out["pids.max"] = "max" if pids["limit"] <= 0 else str(pids["limit"])
-    for key, value in (resources.get("unified") or {}).items():
-        if "/" in key or key.startswith("."):
-            raise ValueError(f"linux.resources.unified: invalid cgroup file name {key!r}")
-        out[str(key)] = str(value)
-    return out
+__all__ = ["Cgroup", "shares_to_weight", "v2_settings"]
 
 
 class Cgroup:

@@ -17,7 +17,7 @@ def runtime(ctx: Context) -> Runtime:
     and not by those that only read state."""
     from cocoon.runtime.operations import Runtime
 
-    return Runtime(ctx.root, debug=ctx.debug)
+    return Runtime(ctx.root, debug=ctx.debug, systemd_cgroup=ctx.systemd_cgroup)
 
 
 def parse_signal(value: str) -> int:

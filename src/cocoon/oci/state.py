@@ -105,6 +105,7 @@ class ContainerState:
     boot_id: str = ""
     kernel_release: str = ""
     execs: dict[str, int] = field(default_factory=dict)  # exec id -> its shim's pid
+    host_cgroup: dict[str, Any] | None = None  # cocoon.hostcgroup.HostCgroup.to_json()
 
     def pid_alive(self) -> bool:
         if not self.pid:

@@ -96,7 +96,9 @@ def _freeze(store: StateStore, container_id: str, pause: bool) -> None:
 
 
 def update(store: StateStore, container_id: str, resources: dict[str, Any]) -> None:
-    """Apply new resource limits (`linux.resources` as JSON) to the running container."""
+    """Apply new resource limits (`linux.resources` as JSON) to the running container: its
+    host cgroup (the VM's bound) and its cgroup in the guest."""
+    from cocoon.hostcgroup import HostCgroup
     from cocoon.oci import convert
     from cocoon.oci.spec import LinuxResources
 
@@ -105,7 +107,11 @@ def update(store: StateStore, container_id: str, resources: dict[str, Any]) -> N
         state = store.load(state.id)
         status = state.current_status()
         require(status, status.can_update(), state.id, "update")
-        proto = convert.resources_to_proto(LinuxResources.from_dict(resources, "resources"))
+        parsed = LinuxResources.from_dict(resources, "resources")
+        proto = convert.resources_to_proto(parsed)
+        host = HostCgroup.from_json(state.host_cgroup)
+        if host is not None:
+            host.apply(parsed)
         asyncio.run(call_agent(state, lambda agent: agent.update_container(state.id, proto)))
 
 

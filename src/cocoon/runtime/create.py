@@ -28,7 +28,17 @@ from cocoon.oci.state import (
     require,
     validate_id,
 )
-from cocoon.runtime import console, control, guestspec, hooks, joins, sharing, shim, teardown
+from cocoon.runtime import (
+    console,
+    control,
+    guestspec,
+    hooks,
+    hostcgroups,
+    joins,
+    sharing,
+    shim,
+    teardown,
+)
 from cocoon.runtime.control import call_agent
 from cocoon.runtime.options import CreateOptions
 from cocoon.runtime.sizing import vm_memory_mib
@@ -112,12 +122,22 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
     if joined.sandbox is not None:
         layout = _join_sandbox(store, state, joined.sandbox, spec)
         undo.callback(Share(layout.shared).remove_container, state.id)
+        cgroup = hostcgroups.make(spec, state.id, SandboxConfig.load(layout.config).memory_mib,
+                                  options.systemd_cgroup)
+        undo.callback(cgroup.remove)
+        state.host_cgroup = cgroup.to_json()
     else:
+        cgroup = hostcgroups.make(spec, state.id, vm_memory_mib(spec), options.systemd_cgroup)
+        undo.callback(cgroup.remove)
+        state.host_cgroup = cgroup.to_json()
         config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
                                memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
-                               netns=netns_of(spec), debug=debug)
+                               netns=netns_of(spec), debug=debug,
+                               cgroup_procs=cgroup.procs_files)
         handle = start_sandbox(config)
         # a sandbox from the warm pool lives in the pool member's directory
+        if handle.layout.root != layout.root:
+            hostcgroups.adopt_sandbox(cgroup, handle.layout)
         layout = handle.layout
         state.vm_dir = str(layout.root)
         undo.callback(teardown.stop_quietly, layout)
@@ -140,6 +160,7 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
         pid = spawn_shim(layout, state.id, "", netns_of(spec),
                          options.console_socket if spec.process.terminal else None)
         undo.callback(teardown.kill_quietly, pid)
+        cgroup.enter([pid])
         state.pid = pid
         state.pid_start = process_start_time(pid) or 0
         _wait_for_network_namespace(pid, netns_of(spec))

@@ -12,6 +12,7 @@ agent's queries, which `cocoon kill` imports without this module). `exec` is put
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from cocoon.oci.state import (
     validate_id,
 )
 from cocoon.protocols.gen import agent_pb2
-from cocoon.runtime import control
+from cocoon.runtime import control, hostcgroups
 from cocoon.runtime.control import call_agent
 from cocoon.runtime.options import CreateOptions
 from cocoon.sandbox.layout import Layout
@@ -39,10 +40,16 @@ __all__ = ["CreateOptions", "Runtime"]
 class Runtime:
     """The containers under one state root."""
 
-    def __init__(self, root: Path, debug: bool = False) -> None:
+    def __init__(self, root: Path, debug: bool = False, systemd_cgroup: bool = False) -> None:
         self.root = root
         self.store = StateStore(root)
         self.debug = debug
+        self.systemd_cgroup = systemd_cgroup  # --systemd-cgroup: cgroupsPath is slice:prefix:name
+
+    def _options(self, options: CreateOptions) -> CreateOptions:
+        if self.systemd_cgroup and not options.systemd_cgroup:
+            return dataclasses.replace(options, systemd_cgroup=True)
+        return options
 
     def layout(self, state: ContainerState) -> Layout:
         return Layout(Path(state.vm_dir))
@@ -61,7 +68,7 @@ class Runtime:
     def create(self, container_id: str, options: CreateOptions) -> ContainerState:
         from cocoon.runtime import create
 
-        return create.create(self.store, container_id, options, debug=self.debug)
+        return create.create(self.store, container_id, self._options(options), debug=self.debug)
 
     def start(self, container_id: str) -> ContainerState:
         from cocoon.runtime import create
@@ -72,7 +79,7 @@ class Runtime:
         """`cocoon run` without --detach: create, start, relay stdio here, delete."""
         from cocoon.runtime import foreground
 
-        return foreground.run(self.store, container_id, options, debug=self.debug)
+        return foreground.run(self.store, container_id, self._options(options), debug=self.debug)
 
     def delete(self, container_id: str, force: bool = False, exited: bool = False) -> None:
         """Remove the container and its VM. `exited`: its processes are known to have ended
@@ -137,6 +144,9 @@ class Runtime:
         spec = self.store.config(state.id)
         pid = create.spawn_shim(self.layout(state), state.id, exec_id, create.netns_of(spec),
                                 console_socket if process.terminal else None)
+        cgroup = hostcgroups.of(state)
+        if cgroup is not None:
+            cgroup.enter([pid])  # as runc's exec joins the container's cgroup
         with self.store.lock(state.id):
             fresh = self.store.load(state.id)
             fresh.execs[exec_id] = pid

@@ -13,3 +13,4 @@ class CreateOptions:
     pid_file: Path | None = None
     console_socket: str | None = None
     foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
+    systemd_cgroup: bool = False  # cgroupsPath is slice:prefix:name (--systemd-cgroup)

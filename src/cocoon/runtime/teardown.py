@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cocoon.errors import CocoonError, ContainerStateError
 from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time, validate_id
-from cocoon.runtime import hooks, sharing
+from cocoon.runtime import hooks, hostcgroups, sharing
 from cocoon.runtime.control import call_agent
 from cocoon.sandbox.launcher import stop_sandbox_async
 from cocoon.sandbox.layout import Layout
@@ -60,8 +60,10 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
                 state.id, "", signal.SIGKILL, all=True, timeout=KILL_TIMEOUT))
         await wait_dead(shims, timeout=DEAD_WAIT)
     with sharing.locked(layout):
-        if sharing.others(layout, state.id, store):
+        others = sharing.others(layout, state.id, store)
+        if others:
             # other containers (of a pod) run in this VM: only this one goes
+            hostcgroups.hand_over(store, state, layout, others)
             with contextlib.suppress(CocoonError, OSError):
                 await call_agent(state, lambda agent: agent.remove_container(state.id))
             Share(layout.shared).remove_container(state.id)
@@ -71,6 +73,7 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
     for pid in shims:
         if pid and pid != os.getpid():
             kill_quietly(pid)
+    hostcgroups.remove(state)
 
 
 def stop_quietly(layout: Layout) -> None:

@@ -144,8 +144,12 @@ def _start_monitor(config: SandboxConfig, timeout: float | None) -> SandboxHandl
     return SandboxHandle(config, pid, message)
 
 
-def sandbox_processes(vm_dir: Path) -> list[int]:
-    """Processes whose command line names the sandbox directory: its monitor, QEMU, virtiofsd.
+SHIM_MODULE = b"cocoon.runtime.shimproc"
+
+
+def sandbox_processes(vm_dir: Path, shims: bool = True) -> list[int]:
+    """Processes whose command line names the sandbox directory: its monitor, QEMU, virtiofsd,
+    and (unless `shims` is false) the per-process shims of its containers.
 
     The directory is the one thing they all carry, so this finds them even when the monitor's
     pid file went with a directory someone removed.
@@ -159,6 +163,8 @@ def sandbox_processes(vm_dir: Path) -> list[int]:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 args = f.read().split(b"\0")
         except OSError:
+            continue
+        if not shims and SHIM_MODULE in args:
             continue
         if any(arg == root or arg.startswith(root + b"/") or (b"=" + root + b"/") in arg
                for arg in args):

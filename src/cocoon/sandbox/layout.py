@@ -91,6 +91,9 @@ class SandboxConfig:
     debug: bool = False
     # boot this initrd (with the cached kernel) instead of the agent's image: test variants
     initrd: str | None = None
+    # the host cgroups (their cgroup.procs files) the monitor enters before it starts anything,
+    # so QEMU and virtiofsd are born in them and charged there from their first page
+    cgroup_procs: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,12 +103,14 @@ class SandboxConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["kernel_args"] = list(self.kernel_args)
+        data["cgroup_procs"] = list(self.cgroup_procs)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SandboxConfig:
         fields = dict(data)
         fields["kernel_args"] = tuple(fields.get("kernel_args") or ())
+        fields["cgroup_procs"] = tuple(fields.get("cgroup_procs") or ())
         return cls(**fields)
 
     def save(self) -> None:

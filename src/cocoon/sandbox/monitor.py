@@ -598,16 +598,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait in the warm pool as a clone of TEMPLATE")
     args = parser.parse_args(argv)
     config = SandboxConfig.load(args.vm_dir / "sandbox.json")
+    cgroup_error = _enter_cgroups(config.cgroup_procs)
     log.setup("DEBUG" if config.debug else "INFO", path=str(config.layout.monitor_log))
     # the monitor must not hold the caller's stdio open (conmon waits for EOF on it)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+    if cgroup_error is not None:
+        logger.error("sandbox %s: %s", config.sandbox_id, cgroup_error)
+        _report(args.ready_fd, {"ok": False, "error": cgroup_error})
+        logging.shutdown()
+        return 1
     try:
         return asyncio.run(run(config, args.ready_fd, args.pool))
     finally:
         logging.shutdown()
+
+
+def _enter_cgroups(procs_files: tuple[str, ...]) -> str | None:
+    """Move this process into the sandbox's host cgroups first of all; the error, if any."""
+    for procs in procs_files:
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        except OSError as err:
+            return f"cannot enter the host cgroup {os.path.dirname(procs)}: {err.strerror}"
+    return None
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from cocoon.shim import address as addr
 from cocoon.shim import mounts
 from cocoon.shim.events import timestamp
 from cocoon.shim.flags import ShimFlags, parse_flags
-from cocoon.shim.pod import stop_pod_vm
+from cocoon.shim.pod import saved_cgroup, stop_pod_vm
 from cocoon.ttrpc.client import Client
 from cocoon.ttrpc.status import StatusCode
 
@@ -140,6 +140,9 @@ def delete(flags: ShimFlags, bundle: Path) -> api.DeleteResponse:
     else:
         asyncio.run(stop_pod_vm(addr.vm_dir(flags.address, flags.namespace, ref.pod_id)))
         path.unlink(missing_ok=True)
+        cgroup = saved_cgroup(bundle)
+        if cgroup is not None:
+            cgroup.remove()
     if released:
         mounts.unmount_rootfs(bundle / "rootfs")
     return api.DeleteResponse(pid=0, exit_status=DEAD_SHIM_STATUS, exited_at=timestamp())

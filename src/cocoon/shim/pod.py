@@ -13,17 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
 
 from cocoon.errors import CocoonError, SandboxError
+from cocoon.hostcgroup import HostCgroup
 from cocoon.oci.spec import LinuxNamespace, Spec
 from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
-from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
+from cocoon.sandbox.launcher import (
+    SandboxHandle,
+    sandbox_processes,
+    start_sandbox,
+    stop_sandbox_async,
+)
 from cocoon.sandbox.layout import Layout, SandboxConfig
 from cocoon.sandbox.share import Share, remove_vm_dir
 from cocoon.shim.address import PodRef
@@ -31,6 +38,22 @@ from cocoon.shim.address import PodRef
 logger = logging.getLogger("cocoon.shim.pod")
 
 POD_SHARED_NAMESPACES = ("ipc", "uts", "pid")
+CGROUP_FILE = "cocoon-cgroup.json"  # in a container's bundle: its host cgroup, for `shim delete`
+
+
+def save_cgroup(bundle: Path, cgroup: HostCgroup) -> None:
+    """Note the container's host cgroup in its bundle, so a `shim delete` after the shim died
+    can remove it."""
+    tmp = bundle / f".{CGROUP_FILE}.tmp"
+    tmp.write_text(json.dumps(cgroup.to_json()))
+    os.replace(tmp, bundle / CGROUP_FILE)
+
+
+def saved_cgroup(bundle: Path) -> HostCgroup | None:
+    try:
+        return HostCgroup.from_json(json.loads((bundle / CGROUP_FILE).read_text()))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def share_pod_namespaces(spec: Spec, ref: PodRef) -> Spec:
@@ -63,6 +86,7 @@ class Pod:
         self.share = Share(self.layout.shared)
         self.debug = debug
         self.handle: SandboxHandle | None = None
+        self.cgroup: HostCgroup | None = None  # the host cgroup the VM's processes are in
         self._client: SandboxClient | None = None
         self._lock = asyncio.Lock()
 
@@ -77,8 +101,14 @@ class Pod:
             raise SandboxError(f"pod {self.id}: its VM is not running", pod=self.id)
         return self._client.agent
 
-    async def ensure_started(self, spec: Spec) -> bool:
-        """Boot the pod's VM unless it runs; True when this call booted it."""
+    @property
+    def memory_mib(self) -> int | None:
+        """The running VM's memory (None before it runs)."""
+        return self.handle.config.memory_mib if self.handle is not None else None
+
+    async def ensure_started(self, spec: Spec, cgroup: HostCgroup | None = None) -> bool:
+        """Boot the pod's VM unless it runs, in `cgroup` on the host; True when this call
+        booted it."""
         async with self._lock:
             if self._client is not None:
                 return False
@@ -86,7 +116,8 @@ class Pod:
                 await stop_pod_vm(self.home)
             config = SandboxConfig(
                 sandbox_id=self.id, vm_dir=str(self.home), memory_mib=vm_memory_mib(spec),
-                hostname=spec.hostname or "", netns=network_namespace(spec), debug=self.debug)
+                hostname=spec.hostname or "", netns=network_namespace(spec), debug=self.debug,
+                cgroup_procs=cgroup.procs_files if cgroup is not None else ())
             logger.info("pod %s: starting its VM in %s", self.id, self.home)
             self.handle = await asyncio.to_thread(start_sandbox, config)
             if self.handle.layout.root != self.home:
@@ -94,6 +125,10 @@ class Pod:
             self.layout = self.handle.layout
             self.share = Share(self.layout.shared)
             try:
+                if cgroup is not None and self.layout.root != self.home:
+                    # a pool member: started elsewhere, moved in now
+                    cgroup.enter(sandbox_processes(self.layout.root, shims=False))
+                self.cgroup = cgroup
                 self._client = await self.handle.connect(timeout=10.0)
             except BaseException:
                 await stop_sandbox_async(self.layout, grace=0.5)
@@ -122,6 +157,9 @@ class Pod:
                 logger.info("pod %s: stopping its VM", self.id)
                 await stop_pod_vm(self.home, self.layout)
             self.handle = None
+            if self.cgroup is not None:
+                await asyncio.to_thread(self.cgroup.remove)
+                self.cgroup = None
 
 
 async def stop_pod_vm(home: Path, layout: Layout | None = None, grace: float = 1.0) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cocoon.errors import RPCError
+from cocoon.hostcgroup import HostCgroup
 from cocoon.protocols.gen import containerd_types_task_pb2 as types
 from cocoon.protocols.gen import kata_oci_pb2
 from cocoon.shim.address import PodRef
@@ -74,6 +75,7 @@ class ShimContainer:
     pod: PodRef
     init: ShimProcess
     rootfs: Path | None = None  # <bundle>/rootfs when the shim mounted it
+    cgroup: HostCgroup | None = None  # its host cgroup (the pod's VM is in its first container's)
     execs: dict[str, ShimProcess] = field(default_factory=dict)
 
     def process(self, exec_id: str) -> ShimProcess:

@@ -22,6 +22,7 @@ from google.protobuf import empty_pb2
 
 from cocoon import __version__
 from cocoon.errors import CocoonError, ConfigError, RPCError
+from cocoon.hostcgroup.path import looks_systemd
 from cocoon.oci import convert
 from cocoon.oci.bundle import load_bundle
 from cocoon.oci.jsonmodel import FieldError
@@ -29,13 +30,15 @@ from cocoon.oci.spec import LinuxResources, Process
 from cocoon.protocols.gen import containerd_events_pb2 as ev
 from cocoon.protocols.gen import containerd_task_pb2 as api
 from cocoon.protocols.gen import containerd_types_task_pb2 as types
+from cocoon.runtime import hostcgroups
+from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.relay import ProcessRelay
 from cocoon.shim import mounts
 from cocoon.shim.address import bundle_annotations, pod_of
 from cocoon.shim.events import Publisher, timestamp
 from cocoon.shim.metrics import metrics_any
-from cocoon.shim.pod import Pod
+from cocoon.shim.pod import Pod, save_cgroup
 from cocoon.shim.process import CREATED, PAUSED, RUNNING, STOPPED, ShimContainer, ShimProcess
 from cocoon.shim.stdin import StdinPump
 from cocoon.shim.stdio import StdioPaths, open_stdio
@@ -158,7 +161,12 @@ class TaskService:
             spec = loaded.spec
             if spec.process is None:
                 raise ConfigError(f"{loaded.config_path}: process: a container needs a process")
-            if await self.pod.ensure_started(spec):
+            cgroup = await asyncio.to_thread(
+                hostcgroups.make, spec, cid, self.pod.memory_mib or vm_memory_mib(spec),
+                looks_systemd(spec.linux.cgroups_path if spec.linux else ""))
+            undo.callback(cgroup.remove)
+            save_cgroup(bundle, cgroup)
+            if await self.pod.ensure_started(spec, cgroup):
                 undo.push_async_callback(self._stop_pod_if_empty)
             gspec = self.pod.guest_spec(cid, spec, loaded.rootfs, ref)
             undo.callback(self.pod.share.remove_container, cid)
@@ -171,7 +179,7 @@ class TaskService:
             undo.pop_all()
         process = ShimProcess(cid, "", stdio)
         await self._connect_stdin(process)
-        container = ShimContainer(cid, bundle, ref, process, rootfs=rootfs)
+        container = ShimContainer(cid, bundle, ref, process, rootfs=rootfs, cgroup=cgroup)
         self.containers[cid] = container
         self.events.publish(ev.TaskCreate(
             container_id=cid, bundle=str(bundle), rootfs=request.rootfs,
@@ -228,6 +236,8 @@ class TaskService:
         if container.rootfs is not None:
             mounts.unmount_rootfs(container.rootfs)
         del self.containers[container.id]
+        if container.cgroup is not None and container.cgroup is not self.pod.cgroup:
+            await asyncio.to_thread(container.cgroup.remove)  # the pod's goes with the VM
         self.events.publish(ev.TaskDelete(
             container_id=container.id, pid=self.pid, exit_status=process.exit_status,
             exited_at=timestamp(process.exited_at)))
@@ -323,6 +333,8 @@ class TaskService:
                 _parse_json(request.resources.value, "resources"), "resources")
         except FieldError as err:
             raise ConfigError(f"update of {container.id}: {err}") from err
+        if container.cgroup is not None:
+            await asyncio.to_thread(container.cgroup.apply, resources)
         await self.agent.update_container(container.id, convert.resources_to_proto(resources))
         return EMPTY
 
