@@ -3,13 +3,15 @@
 Every propagation option (`shared`, `slave`, `private`, `unbindable` and their recursive forms)
 must show in the container's /proc/self/mountinfo as under runc; a mount the host makes under
 a volume after the container started reaches the container when the volume asks for it
-(`rshared`, `rslave`: virtio-fs announces it as a submount) and only then.
+(`rshared`, `rslave`: virtio-fs announces it as a submount), not when it asks for private
+propagation; and the container's going unmounts nothing of the host's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,10 +96,11 @@ def shared_tmpfs(path: Path) -> Iterator[Path]:
 @pytest.mark.vm
 def test_a_host_mount_under_a_volume_reaches_the_container_after_start(
         cli: Cli, tmp_path: Path) -> None:
-    late = ("rshared", "rslave")
+    late, cut = ("rshared", "rslave"), ("private", "rprivate")
     with shared_tmpfs(tmp_path / "volume") as source:
         (source / "late").mkdir()
-        bundle = make_bundle(tmp_path / "b", ["sleep", "1000"], with_volumes(source, late))
+        bundle = make_bundle(tmp_path / "b", ["sleep", "1000"],
+                             with_volumes(source, late + cut))
         cli.ok("run", "--detach", "--bundle", str(bundle), "late")
         try:
             sc.mount("tmpfs", str(source / "late"), "tmpfs", 0, "size=1m")
@@ -109,8 +112,14 @@ def test_a_host_mount_under_a_volume_reaches_the_container_after_start(
                 mounts = propagation_fields(cli.ok("exec", "late", "cat",
                                                    "/proc/self/mountinfo"))
                 assert {f"/mnt/{p}/late" for p in late} <= mounts.keys()
+                for propagation in cut:  # as under runc: a private volume is cut off
+                    assert f"/mnt/{propagation}/late" not in mounts
+                    assert cli.ok("exec", "late", "ls", "-A", f"/mnt/{propagation}/late") == ""
             finally:
                 cli.ok("delete", "--force", "late")
+            # the container's going unmounted nothing of the host's
+            assert os.path.ismount(source / "late")
+            assert (source / "late" / "file").read_text() == "from the host\n"
         finally:
             with contextlib.suppress(OSError):
                 sc.umount2(str(source / "late"), sc.MNT_DETACH)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cocoon.errors import ConfigError
 from cocoon.linux.paths import secure_join
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
-from cocoon.sandbox.share import Share
+from cocoon.sandbox.share import Share, host_propagation
 
 # bind sources the guest has its own of: never exported from the host
 GUEST_LOCAL_PREFIXES = ("/proc", "/sys", "/dev")
@@ -78,7 +78,8 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
         if _exported(mount):
             source = Path(mount.source)
             guest_source = share.expose_mount(container_id, index, source,
-                                              readonly="ro" in mount.options)
+                                              readonly="ro" in mount.options,
+                                              propagation=host_propagation(mount.options))
             mount = dataclasses.replace(mount, source=guest_source)
         mounts.append(mount)
     linux = spec.linux
