@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
+
 from cocoon.agent import rootfs
 from cocoon.linux import syscalls as sc
 
@@ -25,3 +30,26 @@ def test_default_devices_are_runcs() -> None:
     assert paths == {"/dev/null": ("c", 1, 3), "/dev/zero": ("c", 1, 5),
                      "/dev/full": ("c", 1, 7), "/dev/random": ("c", 1, 8),
                      "/dev/urandom": ("c", 1, 9), "/dev/tty": ("c", 5, 0)}
+
+
+def test_only_the_rootfs_and_directory_bind_sources_are_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "file").write_text("")
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path: str, flags: int, *args: int) -> int:
+        fd = real_open(path, flags, *args)  # raises as the real one does
+        opened.append(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", spy)
+    rootfs.reach_sources(str(tmp_path / "root"), [
+        rootfs.Mount("/v", "bind", str(tmp_path / "volume"), ("rbind",)),
+        rootfs.Mount("/f", "none", str(tmp_path / "file"), ("bind",)),  # not a directory
+        rootfs.Mount("/m", "bind", str(tmp_path / "missing")),  # left to the setup to report
+        rootfs.Mount("/proc", "proc", "proc"),  # not a bind
+    ])
+    assert opened == [str(tmp_path / "root"), str(tmp_path / "volume")]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from cocoon.agent import launch
+from cocoon.agent import launch, rootfs
 from cocoon.agent.cgroups import Cgroup
 from cocoon.agent.process import Process, Reaper
 from cocoon.agent.stdio import InputStream, OutputStream
@@ -254,6 +254,7 @@ class Container:
         plan.cgroup_procs = str(self.cgroup.path / "cgroup.procs") if self.cgroup else None
         streams = _Streams(plan.process.terminal)
         plan.rootfs.console = streams.terminal
+        rootfs.reach_sources(plan.rootfs.rootfs, plan.rootfs.mounts)
         sync_r, sync_w = os.pipe()
         start_r, start_w = os.pipe()
 

@@ -125,6 +125,29 @@ def mount_one(rootfs: str, mount: Mount) -> None:
         sc.mount(None, target, None, propagation)
 
 
+def reach_sources(rootfs: str, mounts: Iterable[Mount]) -> None:
+    """Open the rootfs and every bind source once, in the agent's own mount namespace.
+
+    Each is a submount of the guest's share (virtio-fs announces the host's mounts), mounted
+    automatically by the first lookup that crosses it, in the namespace of the process that
+    looks. Done here, before a container's namespace is copied from the agent's, the submount
+    is a peer in the agent's shared tree, so the container's copy is its slave (a `slave`
+    volume shows `master:N`); done first in the container's namespace it would be private.
+    Only directories can be submounts; what is not one, or cannot be opened, is left to the
+    container's setup (which reports it by name).
+    """
+    for path in (rootfs, *(m.source for m in mounts if _is_bind(m))):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        os.close(fd)
+
+
+def _is_bind(mount: Mount) -> bool:
+    return mount.type == "bind" or "bind" in mount.options or "rbind" in mount.options
+
+
 def _is_mounted_at(mounts: Sequence[Mount], destination: str) -> bool:
     return any(os.path.normpath(m.destination) == destination for m in mounts)
 
@@ -171,20 +194,29 @@ def pivot(rootfs: str) -> None:
     When the guest root is the initramfs, pivot_root refuses (EINVAL: the current root is
     rootfs); then the rootfs is moved onto "/" and chrooted into, as runc's --no-pivot does.
     """
-    os.chdir(rootfs)
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sc.pivot_root(".", ".")
-    except OSError as err:
-        if err.errno != errno.EINVAL:
-            raise
-        sc.mount(rootfs, "/", None, sc.MS_MOVE)
-        os.chroot(".")
+        os.chdir(rootfs)
+        try:
+            sc.pivot_root(".", ".")
+        except OSError as err:
+            if err.errno != errno.EINVAL:
+                raise
+            sc.mount(rootfs, "/", None, sc.MS_MOVE)
+            os.chroot(".")
+            os.chdir("/")
+            return
+        # the old root is now stacked on top of the new one at "/". Reach it through a
+        # descriptor: "." is the new root's own mount, below it, and making that a slave
+        # would undo the propagation the spec's mounts asked for (a shared mount with no
+        # other peer becomes private). Make the old root a slave, so that its unmounting
+        # does not reach the guest's namespace, then detach it.
+        os.fchdir(old_root)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
         os.chdir("/")
-        return
-    # the old root is now stacked on top of the new one at "/": make it private, then detach
-    sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
-    sc.umount2(".", sc.MNT_DETACH)
-    os.chdir("/")
+    finally:
+        os.close(old_root)
 
 
 def mask_paths(paths: Iterable[str]) -> None:

@@ -122,6 +122,11 @@ async def _mount_storage(storage: agent_pb2.Storage, state: AgentState,
             raise ContainerError(StatusCode.INTERNAL,
                                  f"mounting {storage.driver} {storage.source} on {target}: "
                                  f"{err.strerror}") from err
+    if fstype == "virtiofs":
+        # a shared mount, so that every submount beneath it (a volume, or a mount the host
+        # makes later in one) is shared too: a container's `slave` or `rslave` volume is then
+        # a slave of it, as under runc a volume is of the host's mount
+        sc.mount(None, target, None, sc.MS_SHARED)
     state.mounted.append(target)
 
 

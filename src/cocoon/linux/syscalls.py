@@ -65,6 +65,14 @@ MS_LAZYTIME = 1 << 25
 
 MNT_DETACH = 2
 
+# the new mount API (Linux 5.12): a detached copy of a tree whose propagation is set before it
+# is attached anywhere
+OPEN_TREE_CLONE = 1
+AT_RECURSIVE = 0x8000
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
 # prctl options
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -81,6 +89,9 @@ _SYS_PIVOT_ROOT = 155
 _SYS_FINIT_MODULE = 313
 _SYS_CAPGET = 125
 _SYS_CAPSET = 126
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -106,6 +117,35 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
 
 def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}", target)
+
+
+def open_tree_clone(path: str, recursive: bool) -> int:
+    """A detached copy of the mount at `path` (with its submounts when `recursive`): an fd."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(_libc.syscall(_SYS_OPEN_TREE, ctypes.c_int(_AT_FDCWD), _b(path),
+                                ctypes.c_uint(flags)), f"open_tree {path}", path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def set_propagation(fd: int, propagation: int) -> None:
+    """Set the propagation of the mount `fd` refers to (attached or not); MS_REC in
+    `propagation` applies it to every mount beneath too."""
+    attr = _MountAttr(0, 0, propagation & ~MS_REC, 0)
+    flags = _AT_EMPTY_PATH | (AT_RECURSIVE if propagation & MS_REC else 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"", ctypes.c_uint(flags),
+                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           f"mount_setattr({fd}, propagation {propagation:#x})")
+
+
+def move_mount(fd: int, target: str) -> None:
+    """Attach the (detached) mount `fd` refers to at `target`."""
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(_AT_FDCWD),
+                         _b(target), ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH)),
+           f"move_mount onto {target}", target)
 
 
 def unshare(flags: int) -> None:

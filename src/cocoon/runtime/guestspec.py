@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
 from cocoon.errors import ConfigError
 from cocoon.linux.paths import secure_join
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
-from cocoon.sandbox.share import Share
+from cocoon.sandbox.share import Share, host_propagation
+
+logger = logging.getLogger("cocoon.runtime.guestspec")
 
 # bind sources the guest has its own of: never exported from the host
 GUEST_LOCAL_PREFIXES = ("/proc", "/sys", "/dev")
@@ -76,9 +79,13 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
     mounts: list[Mount] = []
     for index, mount in enumerate(spec.mounts):
         if _exported(mount):
+            note = one_way_note(index, mount)
+            if note:
+                logger.warning("%s", note)
             source = Path(mount.source)
             guest_source = share.expose_mount(container_id, index, source,
-                                              readonly="ro" in mount.options)
+                                              readonly="ro" in mount.options,
+                                              propagation=host_propagation(mount.options))
             mount = dataclasses.replace(mount, source=guest_source)
         mounts.append(mount)
     linux = spec.linux
@@ -90,6 +97,17 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
         linux = dataclasses.replace(linux, namespaces=namespaces, cgroups_path="")
     return dataclasses.replace(spec, root=Root(path=guest_root, readonly=spec.root.readonly),
                                mounts=tuple(mounts), hooks=None, linux=linux)
+
+
+def one_way_note(index: int, mount: Mount) -> str | None:
+    """What a `shared` volume cannot do here, or None: its propagation works in the guest
+    and from the host inward, but a mount made in the container cannot cross the VM to the
+    host (docs/limitations.md). Said in the log, not refused: engines ask for `rshared`
+    mostly to see the host's later mounts, and those do arrive."""
+    if not any(option in ("shared", "rshared") for option in mount.options):
+        return None
+    return (f"mounts[{index}] {mount.destination}: shared propagation stops at the VM: "
+            f"mounts made in the container do not reach the host's {mount.source}")
 
 
 def _make_mount_points(spec: Spec, rootfs: Path) -> None:

@@ -3,8 +3,10 @@
 Container rootfs and bind-mount sources are bind-mounted beneath it, per container, so the guest
 can reach nothing else of the host. The share is itself a shared mount point: binds added after
 virtiofsd started (a second container of a pod) propagate into virtiofsd's private mount
-namespace, which is a slave of the host's. Read-only volumes are made read-only here, on the host,
-as well as in the guest: the guest is not trusted to honour the flag.
+namespace, which is a slave of the host's. Each bind is a slave of its source, so a mount the host
+makes beneath a volume later reaches the guest too, unless the volume asks for private
+propagation. Read-only volumes are made read-only here, on the host, as well as in the guest: the
+guest is not trusted to honour the flag.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cocoon.errors import ConfigError, SandboxError
 from cocoon.linux import syscalls as sc
+from cocoon.linux.mounts import PROPAGATION
 
 logger = logging.getLogger("cocoon.sandbox.share")
 
@@ -55,6 +59,32 @@ def remove_vm_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# Every bind in the share is a slave of its source (when the source is a shared mount at all):
+# the host's later mounts beneath the source reach it, and virtiofsd (whose namespace is a slave
+# of the host's), and so the guest; nothing travels back, not even the unmounting of the
+# share's binds when a container goes (as a peer of the source, that would unmount the host's
+# own mounts beneath the source).
+SLAVE = sc.MS_SLAVE | sc.MS_REC
+
+
+def host_propagation(options: Iterable[str]) -> tuple[int, ...]:
+    """The propagation changes, in order, for the share's bind of a volume with `options`.
+
+    A slave of the source first; then each propagation option as the host can honour it:
+    `private` and `unbindable` (and their recursive forms) cut the bind from the source, so
+    a mount the host makes beneath the source later stays out of the container, as under
+    runc; `shared` and `slave` keep it a slave (the guest can send nothing back).
+    """
+    flags = [SLAVE]
+    for option in options:
+        flag = PROPAGATION.get(option)
+        if flag is None:
+            continue
+        kind = sc.MS_PRIVATE if flag & (sc.MS_PRIVATE | sc.MS_UNBINDABLE) else sc.MS_SLAVE
+        flags.append(kind | (flag & sc.MS_REC))
+    return tuple(flags)
+
+
 class Share:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,14 +98,23 @@ class Share:
     def guest_path(self, host_path: Path) -> str:
         return f"{GUEST_MOUNTPOINT}/{host_path.relative_to(self.root)}"
 
-    def _bind(self, source: Path, target: Path, readonly: bool, recursive: bool) -> None:
+    def _bind(self, source: Path, target: Path, readonly: bool, recursive: bool,
+              propagation: Sequence[int] = (SLAVE,)) -> None:
+        """Bind `source` at `target`, its propagation set (in order) before it is attached:
+        a bind made first and changed afterwards would already have handed its copy in
+        virtiofsd's namespace to the source's peers, beyond the reach of a later change."""
         if source.is_dir():
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch(exist_ok=True)
-        flags = sc.MS_BIND | (sc.MS_REC if recursive else 0)
-        sc.mount(str(source), str(target), None, flags)
+        tree = sc.open_tree_clone(str(source), recursive)
+        try:
+            for flag in propagation:
+                sc.set_propagation(tree, flag)
+            sc.move_mount(tree, str(target))
+        finally:
+            os.close(tree)
         if readonly:
             sc.mount(None, str(target), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
 
@@ -89,13 +128,14 @@ class Share:
         return self.guest_path(target)
 
     def expose_mount(self, container_id: str, index: int, source: Path,
-                     readonly: bool) -> str:
-        """Bind one volume's source into the share; return its path in the guest."""
+                     readonly: bool, propagation: Sequence[int] = (SLAVE,)) -> str:
+        """Bind one volume's source into the share; return its path in the guest.
+        `propagation` is applied to the bind, in order (see `host_propagation`)."""
         if not source.exists():
             raise ConfigError(f"mounts[{index}].source: {source} does not exist",
                               path=str(source))
         target = self.root / container_id / "mounts" / str(index)
-        self._bind(source, target, readonly, recursive=True)
+        self._bind(source, target, readonly, recursive=True, propagation=propagation)
         return self.guest_path(target)
 
     def expose_modules(self, modules_dir: Path) -> str:
