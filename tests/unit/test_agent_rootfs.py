@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+import pytest
+
 from cocoon.agent import rootfs
 from cocoon.linux import syscalls as sc
 
@@ -25,3 +30,36 @@ def test_default_devices_are_runcs() -> None:
     assert paths == {"/dev/null": ("c", 1, 3), "/dev/zero": ("c", 1, 5),
                      "/dev/full": ("c", 1, 7), "/dev/random": ("c", 1, 8),
                      "/dev/urandom": ("c", 1, 9), "/dev/tty": ("c", 5, 0)}
+
+
+class _Statvfs:
+    def __init__(self, flag: int) -> None:
+        self.f_flag = flag
+
+
+def test_a_remount_refused_in_a_user_namespace_keeps_the_locked_flags(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def mount(source: object, target: str, fstype: object, flags: int,
+              data: object = None) -> None:
+        calls.append(flags)
+        if len(calls) == 1:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(sc, "mount", mount)
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(os.ST_NOSUID | os.ST_NODEV))
+    rootfs.remount("/", sc.MS_RDONLY)
+    base = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+    assert calls == [base, base | sc.MS_NOSUID | sc.MS_NODEV]
+
+
+def test_a_remount_refused_for_another_reason_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def mount(*args: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(sc, "mount", mount)
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(os.ST_RDONLY))
+    with pytest.raises(OSError):
+        rootfs.remount("/", sc.MS_RDONLY)  # nothing locked that was not asked for
