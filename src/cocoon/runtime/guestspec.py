@@ -16,12 +16,13 @@ from pathlib import Path
 
 from cocoon.errors import ConfigError
 from cocoon.linux.paths import secure_join
+from cocoon.oci import idmap
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
 from cocoon.sandbox.share import Share
 
 # bind sources the guest has its own of: never exported from the host
 GUEST_LOCAL_PREFIXES = ("/proc", "/sys", "/dev")
-GUEST_NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup")
+GUEST_NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup", "user")
 # a namespace path "container:<id>" asks the agent to join that guest container's namespace
 # (how the containers of a pod share the pod's); every other path is the host's and is dropped
 CONTAINER_NS_PREFIX = "container:"
@@ -63,7 +64,7 @@ def check(spec: Spec, rootfs: Path) -> None:
             raise ConfigError(f"mounts[{index}].source: {source} does not exist",
                               path=str(source))
     if spec.linux is not None:
-        _check_linux(spec.linux)
+        _check_user_namespace(spec)
         _check_host_namespaces(spec.linux)
 
 
@@ -130,8 +131,11 @@ def _check_host_namespaces(linux: Linux) -> None:
                               field="linux.namespaces")
 
 
-def _check_linux(linux: Linux) -> None:
-    if linux.uid_mappings or linux.gid_mappings:
-        raise ConfigError("config.json: linux.uidMappings: user namespaces are not supported "
-                          "in the guest (the VM is the isolation boundary)",
-                          field="linux.uidMappings")
+def _check_user_namespace(spec: Spec) -> None:
+    """The guest kernel makes the container's user namespace: its mappings map guest ids, which
+    are the host's (virtiofsd passes file owners through unchanged)."""
+    try:
+        idmap.check_user_namespace(spec)
+    except ValueError as err:
+        field = str(err).partition(":")[0]
+        raise ConfigError(f"config.json: {err}", field=field) from None
