@@ -71,8 +71,9 @@ def check(spec: Spec, rootfs: Path) -> None:
 def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
     """Expose the rootfs and volumes in the share; return the spec with guest paths."""
     check(spec, rootfs)
-    if spec.root.readonly:
-        _make_mount_points(spec, rootfs)
+    owner = _mapped_root(spec)
+    if spec.root.readonly or owner is not None:
+        _make_mount_points(spec, rootfs, owner)
     guest_root = share.expose_rootfs(container_id, rootfs, readonly=spec.root.readonly)
     mounts: list[Mount] = []
     for index, mount in enumerate(spec.mounts):
@@ -93,9 +94,24 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
                                mounts=tuple(mounts), hooks=None, linux=linux)
 
 
-def _make_mount_points(spec: Spec, rootfs: Path) -> None:
-    """Create the missing mount points of a read-only rootfs, as runc does before it makes
-    the root read-only: the guest gets the rootfs read-only from the start and cannot."""
+def _mapped_root(spec: Spec) -> tuple[int, int] | None:
+    """The host uid and gid of the container's root in a new user namespace, if it maps one."""
+    linux = spec.linux
+    if linux is None or not any(ns.type == "user" and not ns.path for ns in linux.namespaces):
+        return None
+    uid = next((m.host_id - m.container_id for m in linux.uid_mappings
+                if m.container_id <= 0 < m.container_id + m.size), None)
+    gid = next((m.host_id - m.container_id for m in linux.gid_mappings
+                if m.container_id <= 0 < m.container_id + m.size), None)
+    return None if uid is None or gid is None else (uid, gid)
+
+
+def _make_mount_points(spec: Spec, rootfs: Path, owner: tuple[int, int] | None) -> None:
+    """Create the missing mount points, as runc does before it makes the root read-only: the
+    guest gets a read-only rootfs read-only from the start and cannot. In a user namespace the
+    container's root could, but virtiofsd checks its writes with its ids, not its capabilities
+    (a directory of mode 0555 is closed to it): they are made here too, owned by that root
+    (`owner`, host ids), as runc would make them from inside the namespace."""
     covered: list[str] = []
     for mount in spec.mounts:
         destination = os.path.normpath(mount.destination)
@@ -105,6 +121,8 @@ def _make_mount_points(spec: Spec, rootfs: Path) -> None:
         target = Path(secure_join(str(rootfs), destination))
         if os.path.lexists(target):
             continue
+        missing = [target, *(p for p in target.parents
+                             if p.is_relative_to(rootfs) and not os.path.lexists(p))]
         as_file = is_bind(mount) and os.path.isfile(mount.source)
         with contextlib.suppress(OSError):  # what stays missing, the guest reports by name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +130,9 @@ def _make_mount_points(spec: Spec, rootfs: Path) -> None:
                 target.touch()
             else:
                 target.mkdir()
+            if owner is not None:
+                for path in missing:
+                    os.lchown(path, *owner)
 
 
 # A namespace missing from linux.namespaces means the runtime's own, the host's: engines write
