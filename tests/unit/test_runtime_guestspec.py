@@ -56,3 +56,11 @@ def test_a_bad_mapping_is_a_config_error_naming_the_field(tmp_path: Path) -> Non
     spec = _spec(True, uidMappings=[{"containerID": 0, "hostID": 1, "size": 0}])
     with pytest.raises(ConfigError, match=r"config\.json: linux\.uidMappings\[0\]: size is 0"):
         guestspec.check(spec, tmp_path)
+
+
+def test_a_joined_user_namespace_with_mappings_has_a_mapped_root_too() -> None:
+    data = default_spec()
+    data["linux"]["namespaces"].append({"type": "user", "path": "/proc/1/ns/user"})
+    data["linux"]["uidMappings"] = MAP
+    data["linux"]["gidMappings"] = MAP
+    assert guestspec._mapped_root(parse_spec(data)) == (100000, 100000)

@@ -95,9 +95,10 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
 
 
 def _mapped_root(spec: Spec) -> tuple[int, int] | None:
-    """The host uid and gid of the container's root in a new user namespace, if it maps one."""
+    """The host uid and gid of the container's root in its user namespace, if the config maps
+    one (a namespace joined from another container comes with that one's mappings: podman)."""
     linux = spec.linux
-    if linux is None or not any(ns.type == "user" and not ns.path for ns in linux.namespaces):
+    if linux is None or not any(ns.type == "user" for ns in linux.namespaces):
         return None
     uid = next((m.host_id - m.container_id for m in linux.uid_mappings
                 if m.container_id <= 0 < m.container_id + m.size), None)
