@@ -244,3 +244,26 @@ def test_the_containers_cgroup_holds_its_vm_and_feeds_podman_stats(podman: Podma
     finally:
         podman("rm", "--force", "--time", "0", name)
     assert not memory.exists()
+
+
+def test_uidmap_runs_the_container_in_a_user_namespace(podman: Podman) -> None:
+    """`--uidmap` (gids follow): root inside is host 100000; the image's files, owned by root
+    in the image, are shown to the container through podman's mapping as its root's."""
+    name = "cocoon-uidmap"
+    report = "id -u; id -g; cat /proc/self/uid_map; stat -c %u /bin"
+    run = podman("run", "-d", "--name", name, "--uidmap", "0:100000:65536", *ULIMITS, IMAGE,
+                 "sh", "-c", f"{report}; echo done; while true; do sleep 0.1; done")
+    assert run.returncode == 0, run.stderr
+    expected = ["0", "0", "0 100000 65536", "0"]
+    try:
+        deadline = time.monotonic() + 60
+        while "done" not in (logs := podman("logs", name).stdout):
+            assert time.monotonic() < deadline, "no output in podman logs"
+            time.sleep(0.5)
+        assert [" ".join(line.split()) for line in logs.splitlines()] == [*expected, "done"]
+        exec_ = podman("exec", name, "sh", "-c", report)
+        assert exec_.returncode == 0, exec_.stderr
+        assert [" ".join(line.split()) for line in exec_.stdout.splitlines()] == expected
+    finally:
+        rm = podman("rm", "--force", name)
+    assert rm.returncode == 0, rm.stderr

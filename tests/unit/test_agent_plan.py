@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from cocoon.agent import plan
+from cocoon.agent import launch, plan
 from cocoon.agent.container import Container, ContainerConfig, ContainerError
 from cocoon.agent.process import Process, Reaper
 from cocoon.linux import syscalls as sc
 from cocoon.oci.default import default_spec
-from cocoon.oci.spec import parse_spec
+from cocoon.oci.spec import LinuxIDMapping, parse_spec
 from cocoon.ttrpc.status import StatusCode
 
 
@@ -114,3 +114,52 @@ def test_an_exited_container_has_no_namespaces_to_join() -> None:
     with pytest.raises(ContainerError) as caught:
         plan.container_config("app", _joining("ipc"), {"pause": _pause(exited=True)})
     assert caught.value.code == StatusCode.FAILED_PRECONDITION
+
+
+_MAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
+def _with_userns(data: dict[str, Any], path: str = "", mapped: bool = True) -> Any:
+    data["linux"]["namespaces"].append({"type": "user", "path": path} if path
+                                       else {"type": "user"})
+    if mapped:
+        data["linux"]["uidMappings"] = _MAP
+        data["linux"]["gidMappings"] = _MAP
+    return parse_spec(data)
+
+
+def test_a_user_namespace_is_made_with_the_specs_mappings() -> None:
+    config = plan.container_config("c1", _with_userns(default_spec()))
+    init = config.init
+    assert init.namespaces & sc.CLONE_NEWUSER
+    expected = (LinuxIDMapping(container_id=0, host_id=100000, size=65536),)
+    assert init.uid_mappings == expected and init.gid_mappings == expected
+    assert init.in_userns
+
+
+def test_a_joined_user_namespace_takes_the_other_containers_mappings() -> None:
+    owner = plan.container_config("pause", _with_userns(default_spec()))
+    pause = _pause()
+    pause.config = owner
+    config = plan.container_config(
+        "app", _with_userns(default_spec(), "container:pause", mapped=False), {"pause": pause})
+    assert (sc.CLONE_NEWUSER, "/proc/4321/ns/user") in config.init.join_namespaces
+    assert not config.init.namespaces & sc.CLONE_NEWUSER
+    assert config.init.uid_mappings == owner.init.uid_mappings
+    data = default_spec()
+    data["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 10}]
+    data["linux"]["gidMappings"] = _MAP
+    with pytest.raises(ValueError, match="differ from those of the user namespace"):
+        plan.container_config("app", _with_userns(data, "container:pause", mapped=False),
+                              {"pause": pause})
+
+
+def test_an_exec_must_run_as_a_mapped_user() -> None:
+    init = plan.container_config("c1", _with_userns(default_spec())).init
+    plan.check_mapped(launch.ProcessPlan(["id"], uid=65535, gid=0), init)
+    with pytest.raises(ValueError, match=r"process\.user\.uid: 65536 is not mapped"):
+        plan.check_mapped(launch.ProcessPlan(["id"], uid=65536), init)
+    with pytest.raises(ValueError, match="gid 70000 is not mapped"):
+        plan.check_mapped(launch.ProcessPlan(["id"], additional_gids=[70000]), init)
+    unmapped = plan.container_config("c2", _spec()).init
+    plan.check_mapped(launch.ProcessPlan(["id"], uid=70000), unmapped)

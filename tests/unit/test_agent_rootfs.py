@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -53,3 +54,36 @@ def test_only_the_rootfs_and_directory_bind_sources_are_opened(
         rootfs.Mount("/proc", "proc", "proc"),  # not a bind
     ])
     assert opened == [str(tmp_path / "root"), str(tmp_path / "volume")]
+
+
+class _Statvfs:
+    def __init__(self, flag: int) -> None:
+        self.f_flag = flag
+
+
+def test_a_remount_refused_in_a_user_namespace_keeps_the_locked_flags(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def mount(source: object, target: str, fstype: object, flags: int,
+              data: object = None) -> None:
+        calls.append(flags)
+        if len(calls) == 1:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(sc, "mount", mount)
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(os.ST_NOSUID | os.ST_NODEV))
+    rootfs.remount("/", sc.MS_RDONLY)
+    base = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+    assert calls == [base, base | sc.MS_NOSUID | sc.MS_NODEV]
+
+
+def test_a_remount_refused_for_another_reason_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def mount(*args: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(sc, "mount", mount)
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(os.ST_RDONLY))
+    with pytest.raises(OSError):
+        rootfs.remount("/", sc.MS_RDONLY)  # nothing locked that was not asked for

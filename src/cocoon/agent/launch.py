@@ -4,16 +4,20 @@ The agent is single-threaded and forks directly; the child runs only the code in
 then either execs the container's program or reports an error on the sync pipe and exits. The
 sequence for a container's init process (runc's, adapted to a guest we own):
 
-    agent --fork--> setup (joins the cgroup, joins other containers' namespaces, unshares
-    the rest) --fork--> init (PID 1 of the new or joined pid namespace; without one the setup
-    process goes on itself): hostname, rootfs, pivot_root; with a terminal, opens a pty in
-    the container's devpts and sends the master on the console socket; reports "ready";
-    waits on the start pipe; then rlimits, user, capabilities, no_new_privs, seccomp, exec.
+    agent --fork--> setup (joins the cgroup; sets rlimits, oom_score_adj and network sysctls
+    while it is still privileged in the guest; joins other containers' namespaces; makes the
+    user namespace, if any, and has it mapped (`userns`); unshares the rest) --fork--> init
+    (PID 1 of the new or joined pid namespace; without one the setup process goes on itself):
+    hostname, rootfs, pivot_root; with a terminal, opens a pty in the container's devpts and
+    sends the master on the console socket; reports "ready"; waits on the start pipe; then
+    user, capabilities, no_new_privs, seccomp, exec.
 
-An exec'd process joins the init's namespaces with setns instead of unsharing them. The sync
-pipe (close-on-exec) carries one JSON object per line: {"pid": N} from the setup process (the
-process's pid as the agent sees it), {"ready": true} from an init waiting for its start, or
-{"error": "..."}; end of file without an error means the program was exec'd.
+An exec'd process joins the init's namespaces with setns instead of unsharing them (the user
+namespace last, as nsenter does for a privileged caller: the others are the guest root's to join
+only while it is still outside). The sync pipe (close-on-exec) carries one JSON object per
+line: {"pid": N} from the setup process (the process's pid as the agent sees it),
+{"ready": true} from an init waiting for its start, or {"error": "..."}; end of file without an
+error means the program was exec'd.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from cocoon.agent import caps, rootfs, seccomp_filter
+from cocoon.agent import caps, rootfs, seccomp_filter, userns
 from cocoon.linux import syscalls as sc
+from cocoon.oci import idmap
+from cocoon.oci.spec import LinuxIDMapping
 
 RLIMITS: dict[str, int] = {
     "RLIMIT_CPU": resource.RLIMIT_CPU, "RLIMIT_FSIZE": resource.RLIMIT_FSIZE,
@@ -92,6 +98,14 @@ class InitPlan:
     domainname: str | None
     rootfs: rootfs.RootfsPlan
     process: ProcessPlan
+    # a new user namespace's mappings (or, joined, the joined container's)
+    uid_mappings: tuple[LinuxIDMapping, ...] = ()
+    gid_mappings: tuple[LinuxIDMapping, ...] = ()
+
+    @property
+    def in_userns(self) -> bool:
+        return bool(self.namespaces & sc.CLONE_NEWUSER) or any(
+            flag == sc.CLONE_NEWUSER for flag, _ in self.join_namespaces)
 
 
 def _report(fd: int, **message: Any) -> None:
@@ -159,6 +173,40 @@ def _set_stdio(stdio: Stdio, terminal: bool, bind_console: bool = False) -> None
                 os.close(fd)
 
 
+def _set_limits(process: ProcessPlan) -> None:
+    """rlimits and oom_score_adj, set while the process is still the guest's root: in a user
+    namespace it could no longer raise them (runc sets them from its parent for that reason)."""
+    for name, soft, hard in process.rlimits:
+        resource.setrlimit(RLIMITS[name], (soft, hard))
+    if process.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(process.oom_score_adj))
+
+
+def _join(namespaces: Sequence[tuple[int, str]]) -> None:
+    """setns into each namespace; a user namespace last (see the module). Every file is opened
+    first: a joined mount namespace changes what the /proc paths name."""
+    own_user = os.stat("/proc/self/ns/user")
+    opened = [(flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for flag, path in namespaces]
+    try:
+        for flag, fd in opened:
+            if flag != sc.CLONE_NEWUSER:
+                sc.setns(fd, flag)
+        for flag, fd in opened:
+            if flag == sc.CLONE_NEWUSER and not _same_file(fd, own_user):
+                userns.join(fd)
+    finally:
+        for _, fd in opened:
+            os.close(fd)
+
+
+def _same_file(fd: int, other: os.stat_result) -> bool:
+    """Whether `fd` is the namespace `other` describes (joining its own user namespace is an
+    error: another container's may be the guest's own)."""
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino)
+
+
 def _become(process: ProcessPlan, seccomp: Any = None) -> Any:
     """Identity and limits, in runc's order; returns the seccomp filter still to be loaded just
     before exec (None when it is loaded here already). The caller then execs.
@@ -166,11 +214,6 @@ def _become(process: ProcessPlan, seccomp: Any = None) -> Any:
     As runc: without no_new_privs the filter is loaded now, while the process still holds
     CAP_SYS_ADMIN (the kernel's condition for a filter without no_new_privs), and the flag stays
     unset; with no_new_privs it is set and the filter loaded last, just before exec."""
-    for name, soft, hard in process.rlimits:
-        resource.setrlimit(RLIMITS[name], (soft, hard))
-    if process.oom_score_adj is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(process.oom_score_adj))
     if seccomp is not None and not process.no_new_privileges:
         seccomp.load()
         seccomp = None
@@ -251,11 +294,18 @@ def run_init(plan: InitPlan, stdio: Stdio, sync_fd: int, start_fd: int) -> NoRet
         if plan.cgroup_procs:
             with open(plan.cgroup_procs, "w") as f:
                 f.write(str(os.getpid()))
-        for flag, path in plan.join_namespaces:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            sc.setns(fd, flag)
-            os.close(fd)
-        sc.unshare(plan.namespaces)
+        _set_limits(plan.process)
+        if plan.in_userns:
+            # the guest's network is the container's, but not its user namespace's to change
+            network = {k: v for k, v in plan.rootfs.sysctl.items() if k.startswith("net.")}
+            rootfs.set_sysctl(network)
+            plan.rootfs.sysctl = {k: v for k, v in plan.rootfs.sysctl.items()
+                                  if k not in network}
+            plan.rootfs.userns = True
+        _join(plan.join_namespaces)
+        if plan.namespaces & sc.CLONE_NEWUSER:
+            userns.create(idmap.map_text(plan.uid_mappings), idmap.map_text(plan.gid_mappings))
+        sc.unshare(plan.namespaces & ~sc.CLONE_NEWUSER)
         joined_pid = any(flag == sc.CLONE_NEWPID for flag, _ in plan.join_namespaces)
         if plan.namespaces & sc.CLONE_NEWPID or joined_pid:
             # a new (or joined) pid namespace takes effect for children only
@@ -305,12 +355,9 @@ def run_exec(plan: ExecPlan, stdio: Stdio, sync_fd: int) -> NoReturn:
         if plan.cgroup_procs:
             with open(plan.cgroup_procs, "w") as f:
                 f.write(str(os.getpid()))
+        _set_limits(plan.process)
         root_fd = os.open(f"/proc/{plan.init_pid}/root", os.O_RDONLY | os.O_DIRECTORY)
-        ns_fds = [(flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-                  for flag, path in plan.namespaces]
-        for flag, fd in ns_fds:
-            sc.setns(fd, flag)
-            os.close(fd)
+        _join(plan.namespaces)
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)

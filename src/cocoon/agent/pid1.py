@@ -43,15 +43,16 @@ def leave_initramfs_root(mountpoint: str = "/.root") -> None:
     """Make the agent's root a bind mount of the initramfs instead of the initramfs itself.
 
     pivot_root refuses to move away from the initramfs root (EINVAL), which every container's
-    setup needs. Bind-mounting "/" onto a directory and chrooting into it gives a root that is an
-    ordinary mount with a parent; every process forked afterwards inherits it, and pivot_root
-    works in their new mount namespaces.
+    setup needs. As switch_root does, "/" is bind-mounted onto a directory, that mount is moved
+    over "/" and chrooted into: the root is then an ordinary mount with a parent, stacked on the
+    namespace's root, so pivot_root works in the containers' mount namespaces and the kernel does
+    not count the agent's children as chrooted (it refuses a user namespace to those).
     """
-    if os.path.ismount(mountpoint):
-        return
     os.makedirs(mountpoint, exist_ok=True)
     syscalls.mount("/", mountpoint, None, syscalls.MS_BIND | syscalls.MS_REC)
-    os.chroot(mountpoint)
+    os.chdir(mountpoint)
+    syscalls.mount(mountpoint, "/", None, syscalls.MS_MOVE)
+    os.chroot(".")
     os.chdir("/")
 
 

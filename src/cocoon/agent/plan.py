@@ -21,10 +21,11 @@ from cocoon.agent.container import (
     ContainerError,
 )
 from cocoon.linux import syscalls as sc
-from cocoon.oci.spec import Linux, Process, Spec
+from cocoon.oci import idmap
+from cocoon.oci.spec import Linux, LinuxIDMapping, Process, Spec
 
-_UNSHARED = ("mount", "uts", "ipc", "pid", "cgroup")
-_SHAREABLE = ("ipc", "uts", "pid", "cgroup")
+_UNSHARED = ("mount", "uts", "ipc", "pid", "cgroup", "user")
+_SHAREABLE = ("ipc", "uts", "pid", "cgroup", "user")
 CONTAINER_PREFIX = "container:"
 
 
@@ -48,6 +49,20 @@ def process_plan(process: Process) -> launch.ProcessPlan:
         no_new_privileges=process.no_new_privileges,
         oom_score_adj=process.oom_score_adj,
     )
+
+
+def check_mapped(process: launch.ProcessPlan, init: launch.InitPlan) -> None:
+    """ValueError if an exec's user or groups are not mapped in the container's user namespace
+    (setuid would fail there with a bare EINVAL)."""
+    if not init.uid_mappings:
+        return
+    if not idmap.is_mapped(init.uid_mappings, process.uid):
+        raise ValueError(f"process.user.uid: {process.uid} is not mapped in the container's "
+                         "user namespace")
+    for gid in (process.gid, *process.additional_gids):
+        if not idmap.is_mapped(init.gid_mappings, gid):
+            raise ValueError(f"process.user: gid {gid} is not mapped in the container's user "
+                             "namespace")
 
 
 def _mount(m: Any) -> rootfs.Mount:
@@ -104,6 +119,7 @@ def container_config(container_id: str, spec: Spec,
         raise ValueError("config.json: process: a container needs a process to run")
     linux = spec.linux
     namespaces, join = namespace_plan(linux, containers or {})
+    uids, gids = _user_mappings(linux, containers or {})
     process = process_plan(spec.process)
     if linux is not None and linux.seccomp is not None:
         process.seccomp = linux.seccomp.to_dict()
@@ -133,6 +149,8 @@ def container_config(container_id: str, spec: Spec,
         domainname=spec.domainname or None,
         rootfs=plan,
         process=process,
+        uid_mappings=uids,
+        gid_mappings=gids,
     )
     resources: dict[str, Any] = {}
     if linux is not None and linux.resources is not None:
@@ -141,3 +159,22 @@ def container_config(container_id: str, spec: Spec,
     if spec.process.console_size is not None:
         console = (spec.process.console_size.height, spec.process.console_size.width)
     return ContainerConfig(init=init, resources=resources, console_size=console)
+
+
+def _user_mappings(linux: Linux | None, containers: Mapping[str, Container]
+                   ) -> tuple[tuple[LinuxIDMapping, ...], tuple[LinuxIDMapping, ...]]:
+    """The container's uid and gid mappings: the spec's for a new user namespace; for one
+    joined from another container, that container's (the spec's, if any, must be the same)."""
+    if linux is None:
+        return (), ()
+    for index, ns in enumerate(linux.namespaces):
+        if ns.type != "user" or not ns.path.startswith(CONTAINER_PREFIX):
+            continue
+        other = containers[ns.path.removeprefix(CONTAINER_PREFIX)].config.init
+        joined = (other.uid_mappings, other.gid_mappings)
+        if (linux.uid_mappings or linux.gid_mappings) and \
+                (linux.uid_mappings, linux.gid_mappings) != joined:
+            raise ValueError(f"linux.uidMappings: differ from those of the user namespace "
+                             f"linux.namespaces[{index}] joins")
+        return joined
+    return linux.uid_mappings, linux.gid_mappings

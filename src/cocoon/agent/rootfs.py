@@ -85,6 +85,32 @@ def _ensure_target(path: str, as_file: bool) -> None:
         os.mkdir(path, 0o755)
 
 
+# statvfs flags a mount copied into a user namespace's mount namespace keeps locked
+_LOCKABLE = ((os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID),
+             (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC))
+
+
+def remount(target: str, flags: int) -> None:
+    """Bind-remount `target` with `flags`. In a user namespace the kernel refuses (EPERM) to
+    clear the nosuid, nodev, noexec or read-only flag of a mount that came from the guest's
+    namespace (a bind of the share, of /sys): the flags it has are then kept, as runc does."""
+    try:
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
+    except OSError as err:
+        if err.errno != errno.EPERM:
+            raise
+        have = os.statvfs(target).f_flag
+        locked = sum(ms for st, ms in _LOCKABLE if have & st)
+        if locked & ~flags == 0:
+            raise
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | locked)
+
+
+# file systems a process in a user namespace cannot mount fresh unless it owns the namespace
+# they belong to (the guest's network, ipc or cgroup namespace): bound from the guest instead
+_BIND_INSTEAD = {"sysfs": "/sys", "mqueue": "/dev/mqueue", "cgroup2": "/sys/fs/cgroup"}
+
+
 def mount_one(rootfs: str, mount: Mount) -> None:
     """Mount one spec entry under `rootfs`."""
     opts = parse_options(mount.options)
@@ -98,9 +124,9 @@ def mount_one(rootfs: str, mount: Mount) -> None:
         sc.mount(mount.source, target, None,
                  sc.MS_BIND | (opts.flags & sc.MS_REC))
         # bind mounts ignore other flags on the first call: remount to apply them
-        remount = opts.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
-        if remount:
-            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | remount)
+        flags = opts.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+        if flags:
+            remount(target, flags)
     else:
         _ensure_target(target, as_file=False)
         fstype = mount.type or "none"
@@ -114,11 +140,11 @@ def mount_one(rootfs: str, mount: Mount) -> None:
             sc.mount(mount.source or fstype, target, fstype, opts.flags & ~sc.MS_REMOUNT,
                      data or None)
         except OSError as err:
-            # sysfs and mqueue cannot be mounted fresh without their namespaces: bind instead
-            if err.errno in (errno.EPERM, errno.EBUSY) and fstype in ("sysfs", "mqueue"):
-                host = "/sys" if fstype == "sysfs" else "/dev/mqueue"
-                sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
-                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | opts.flags)
+            # sysfs and mqueue cannot be mounted fresh without their namespaces, nor cgroup2
+            # in a user namespace without a cgroup namespace: bind the guest's instead
+            if err.errno in (errno.EPERM, errno.EBUSY) and fstype in _BIND_INSTEAD:
+                sc.mount(_BIND_INSTEAD[fstype], target, None, sc.MS_BIND | sc.MS_REC)
+                remount(target, opts.flags & ~sc.MS_REMOUNT)
             else:
                 raise
     for propagation in opts.propagation:
@@ -152,8 +178,22 @@ def _is_mounted_at(mounts: Sequence[Mount], destination: str) -> bool:
     return any(os.path.normpath(m.destination) == destination for m in mounts)
 
 
-def create_devices(rootfs: str, devices: Iterable[Device], mounts: Sequence[Mount]) -> None:
-    """The default devices plus the spec's, made with mknod (the guest is ours to do that)."""
+def _bind_device(device: Device, path: str) -> None:
+    """A device node bound from the guest's own (a user namespace may not mknod), as runc
+    does in a user namespace; the node keeps the guest's mode and owner."""
+    if not os.path.exists(device.path):
+        raise OSError(errno.ENOENT, f"linux.devices: {device.path}: in a user namespace devices "
+                                    "are bound from the guest's, and the guest has none there",
+                      device.path)
+    with open(path, "a"):
+        pass
+    sc.mount(device.path, path, None, sc.MS_BIND)
+
+
+def create_devices(rootfs: str, devices: Iterable[Device], mounts: Sequence[Mount],
+                   userns: bool = False) -> None:
+    """The default devices plus the spec's, made with mknod (the guest is ours to do that),
+    or bound from the guest's /dev in a user namespace."""
     if not _is_mounted_at(mounts, "/dev"):
         # no /dev mount in the spec: give the container a private tmpfs (what runc expects
         # the config to ask for, done here so /dev is never the rootfs directory)
@@ -173,6 +213,9 @@ def create_devices(rootfs: str, devices: Iterable[Device], mounts: Sequence[Moun
             raise OSError(errno.EINVAL, f"device {device.path}: unknown type {device.type!r}")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        if userns:
+            _bind_device(device, path)
+            continue
         os.mknod(path, kind | (device.file_mode & 0o7777),
                  os.makedev(device.major, device.minor))
         os.chmod(path, device.file_mode & 0o7777)
@@ -237,14 +280,14 @@ def readonly_paths(paths: Iterable[str]) -> None:
     for path in paths:
         try:
             sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
-            sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+            remount(path, sc.MS_RDONLY | sc.MS_REC)
         except OSError as err:
             if err.errno != errno.ENOENT:
                 raise
 
 
 def readonly_root() -> None:
-    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+    remount("/", sc.MS_RDONLY)
 
 
 def set_sysctl(values: dict[str, str]) -> None:
@@ -267,6 +310,7 @@ class RootfsPlan:
     readonly_paths: list[str] = field(default_factory=list)
     sysctl: dict[str, str] = field(default_factory=dict)
     console: bool = False  # make /dev/console for the terminal the init binds onto it
+    userns: bool = False  # set up from inside a user namespace: devices are bound, not made
 
 
 def prepare(plan: RootfsPlan) -> None:
@@ -280,7 +324,7 @@ def prepare(plan: RootfsPlan) -> None:
             # name the entry and its container path, not the guest's path to the rootfs
             reason = (err.strerror or str(err)).replace(plan.rootfs.rstrip("/") + "/", "/")
             raise OSError(err.errno, f"mounts[{index}] {mount.destination}: {reason}") from err
-    create_devices(plan.rootfs, plan.devices, plan.mounts)
+    create_devices(plan.rootfs, plan.devices, plan.mounts, plan.userns)
     if plan.console:
         _ensure_target(secure_join(plan.rootfs, "/dev/console"), as_file=True)
     pivot(plan.rootfs)

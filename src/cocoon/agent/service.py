@@ -316,6 +316,7 @@ class AgentService:
         try:
             process = convert.process_from_proto(request.process)
             process_plan = plan.process_plan(process)
+            plan.check_mapped(process_plan, container.config.init)
         except (ConfigError, ValueError) as err:
             raise ContainerError(INVALID_ARGUMENT, str(err)) from err
         process_plan.seccomp = container.config.init.process.seccomp

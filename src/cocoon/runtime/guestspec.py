@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cocoon.errors import ConfigError
 from cocoon.linux.paths import secure_join
+from cocoon.oci import idmap
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
 from cocoon.sandbox.share import Share, host_propagation
 
@@ -24,7 +25,7 @@ logger = logging.getLogger("cocoon.runtime.guestspec")
 
 # bind sources the guest has its own of: never exported from the host
 GUEST_LOCAL_PREFIXES = ("/proc", "/sys", "/dev")
-GUEST_NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup")
+GUEST_NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup", "user")
 # a namespace path "container:<id>" asks the agent to join that guest container's namespace
 # (how the containers of a pod share the pod's); every other path is the host's and is dropped
 CONTAINER_NS_PREFIX = "container:"
@@ -66,15 +67,16 @@ def check(spec: Spec, rootfs: Path) -> None:
             raise ConfigError(f"mounts[{index}].source: {source} does not exist",
                               path=str(source))
     if spec.linux is not None:
-        _check_linux(spec.linux)
+        _check_user_namespace(spec)
         _check_host_namespaces(spec.linux)
 
 
 def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
     """Expose the rootfs and volumes in the share; return the spec with guest paths."""
     check(spec, rootfs)
-    if spec.root.readonly:
-        _make_mount_points(spec, rootfs)
+    owner = _mapped_root(spec)
+    if spec.root.readonly or owner is not None:
+        _make_mount_points(spec, rootfs, owner)
     guest_root = share.expose_rootfs(container_id, rootfs, readonly=spec.root.readonly)
     mounts: list[Mount] = []
     for index, mount in enumerate(spec.mounts):
@@ -110,9 +112,25 @@ def one_way_note(index: int, mount: Mount) -> str | None:
             f"mounts made in the container do not reach the host's {mount.source}")
 
 
-def _make_mount_points(spec: Spec, rootfs: Path) -> None:
-    """Create the missing mount points of a read-only rootfs, as runc does before it makes
-    the root read-only: the guest gets the rootfs read-only from the start and cannot."""
+def _mapped_root(spec: Spec) -> tuple[int, int] | None:
+    """The host uid and gid of the container's root in its user namespace, if the config maps
+    one (a namespace joined from another container comes with that one's mappings: podman)."""
+    linux = spec.linux
+    if linux is None or not any(ns.type == "user" for ns in linux.namespaces):
+        return None
+    uid = next((m.host_id - m.container_id for m in linux.uid_mappings
+                if m.container_id <= 0 < m.container_id + m.size), None)
+    gid = next((m.host_id - m.container_id for m in linux.gid_mappings
+                if m.container_id <= 0 < m.container_id + m.size), None)
+    return None if uid is None or gid is None else (uid, gid)
+
+
+def _make_mount_points(spec: Spec, rootfs: Path, owner: tuple[int, int] | None) -> None:
+    """Create the missing mount points, as runc does before it makes the root read-only: the
+    guest gets a read-only rootfs read-only from the start and cannot. In a user namespace the
+    container's root could, but virtiofsd checks its writes with its ids, not its capabilities
+    (a directory of mode 0555 is closed to it): they are made here too, owned by that root
+    (`owner`, host ids), as runc would make them from inside the namespace."""
     covered: list[str] = []
     for mount in spec.mounts:
         destination = os.path.normpath(mount.destination)
@@ -122,6 +140,8 @@ def _make_mount_points(spec: Spec, rootfs: Path) -> None:
         target = Path(secure_join(str(rootfs), destination))
         if os.path.lexists(target):
             continue
+        missing = [target, *(p for p in target.parents
+                             if p.is_relative_to(rootfs) and not os.path.lexists(p))]
         as_file = is_bind(mount) and os.path.isfile(mount.source)
         with contextlib.suppress(OSError):  # what stays missing, the guest reports by name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +149,9 @@ def _make_mount_points(spec: Spec, rootfs: Path) -> None:
                 target.touch()
             else:
                 target.mkdir()
+            if owner is not None:
+                for path in missing:
+                    os.lchown(path, *owner)
 
 
 # A namespace missing from linux.namespaces means the runtime's own, the host's: engines write
@@ -148,8 +171,11 @@ def _check_host_namespaces(linux: Linux) -> None:
                               field="linux.namespaces")
 
 
-def _check_linux(linux: Linux) -> None:
-    if linux.uid_mappings or linux.gid_mappings:
-        raise ConfigError("config.json: linux.uidMappings: user namespaces are not supported "
-                          "in the guest (the VM is the isolation boundary)",
-                          field="linux.uidMappings")
+def _check_user_namespace(spec: Spec) -> None:
+    """The guest kernel makes the container's user namespace: its mappings map guest ids, which
+    are the host's (virtiofsd passes file owners through unchanged)."""
+    try:
+        idmap.check_user_namespace(spec)
+    except ValueError as err:
+        field = str(err).partition(":")[0]
+        raise ConfigError(f"config.json: {err}", field=field) from None
