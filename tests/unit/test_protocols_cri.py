@@ -14,7 +14,7 @@ def test_runtime_service() -> None:
     calls = ["Version", "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox",
              "PodSandboxStatus", "ListPodSandbox", "CreateContainer", "StartContainer",
              "StopContainer", "RemoveContainer", "ListContainers", "ContainerStatus", "ExecSync",
-             "PodSandboxStats", "ListPodSandboxStats"]
+             "PortForward", "PodSandboxStats", "ListPodSandboxStats"]
     assert methods(cri_pb2, "RuntimeService") == {
         name: (f"{R}{name}Request", f"{R}{name}Response") for name in calls}
 
@@ -111,3 +111,10 @@ def test_image_messages_golden() -> None:
         + lfield(5, b"") + vfield(8, 1))
     assert cri_pb2.ListContainersRequest(filter=cri_pb2.ContainerFilter(pod_sandbox_id="p1")) \
         .SerializeToString() == lfield(1, lfield(3, "p1"))
+
+
+def test_port_forward_golden() -> None:
+    """cri-api's PortForwardRequest{pod_sandbox_id 1, port 2 (repeated int32, packed)}."""
+    request = cri_pb2.PortForwardRequest(pod_sandbox_id="p1", port=[8080])
+    assert request.SerializeToString() == b"\n\x02p1\x12\x02\x90\x3f"
+    assert cri_pb2.PortForwardResponse(url="u").SerializeToString() == b"\n\x01u"

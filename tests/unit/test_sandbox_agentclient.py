@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from cocoon.errors import ConnectionLostError, RPCError
+from cocoon.errors import AgentError, ConnectionLostError, RPCError
 from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
 from cocoon.sandbox import agentclient
 from cocoon.sandbox.agentclient import AGENT, GUEST, HEALTH, AgentClient
@@ -136,6 +136,20 @@ CASES = [
          guest_pb2.TrimMemoryRequest(keep_free_bytes=16 << 20), TRIM, TRIM),
     Case("warm_up", lambda a: a.warm_up(), GUEST, "WarmUp", guest_pb2.WarmUpRequest(),
          guest_pb2.WarmUpResponse(seconds=0.25), 0.25),
+    Case("listening_ports", lambda a: a.listening_ports({80, 22}, 1.5), GUEST, "ListeningPorts",
+         guest_pb2.ListeningPortsRequest(known=[22, 80], wait_ms=1500),
+         guest_pb2.ListeningPortsResponse(ports=[8080, 0, 70000, 22, 22]), [22, 8080]),
+    Case("port_connect", lambda a: a.port_connect(8080), GUEST, "PortConnect",
+         guest_pb2.PortConnectRequest(port=8080), guest_pb2.PortConnectResponse(connection=3),
+         3),
+    Case("port_write", lambda a: a.port_write(3, b"GET /"), GUEST, "PortWrite",
+         guest_pb2.PortWriteRequest(connection=3, data=b"GET /"),
+         guest_pb2.PortWriteResponse(len=5), None, waits=True),
+    Case("port_read", lambda a: a.port_read(3, 100), GUEST, "PortRead",
+         guest_pb2.PortReadRequest(connection=3, len=100),
+         guest_pb2.PortReadResponse(data=b"200 OK"), b"200 OK", waits=True),
+    Case("port_close", lambda a: a.port_close(3, write_only=True), GUEST, "PortClose",
+         guest_pb2.PortCloseRequest(connection=3, write_only=True)),
 ]
 
 
@@ -162,8 +176,13 @@ def test_every_method_of_the_client_is_covered() -> None:
 def test_only_calls_that_wait_on_a_guest_process_go_without_a_deadline() -> None:
     deadlines: dict[str, float | None] = {}
 
+    agent = FakeAgent()
+    for case in CASES:  # replies a client checks (PortWrite's length) must be the right ones
+        if case.reply is not None:
+            agent.replies.setdefault(case.method, case.reply)
+
     async def scenario() -> None:
-        async with connected(FakeAgent()) as (client, _):
+        async with connected(agent) as (client, _):
             call = client.ttrpc.call
 
             async def spy(service: str, method: str, request: Message, response_type: Any,
@@ -180,6 +199,24 @@ def test_only_calls_that_wait_on_a_guest_process_go_without_a_deadline() -> None
     assert {m for m, t in deadlines.items() if t is None} == waiting
     assert deadlines["StartContainer"] == agentclient.CALL_TIMEOUT
     assert deadlines["TtyWinResize"] == agentclient.QUICK_TIMEOUT
+
+
+def test_what_the_guest_says_about_ports_is_checked() -> None:
+    agent = FakeAgent()
+    agent.replies["PortRead"] = guest_pb2.PortReadResponse(data=b"x" * 11)
+    agent.replies["PortWrite"] = guest_pb2.PortWriteResponse(len=2)
+    agent.replies["ListeningPorts"] = guest_pb2.ListeningPortsResponse(
+        ports=list(range(1, 1000)))
+
+    async def scenario() -> list[int]:
+        async with connected(agent) as (client, _):
+            with pytest.raises(AgentError, match="11 bytes for a read of 10"):
+                await client.port_read(1, 10)
+            with pytest.raises(AgentError, match="took 2 of 3 bytes"):
+                await client.port_write(1, b"abc")
+            return await client.listening_ports((), 0)
+
+    assert run(scenario()) == list(range(1, agentclient.MAX_MIRRORED_PORTS + 1))
 
 
 def test_an_agent_error_keeps_its_status_code() -> None:

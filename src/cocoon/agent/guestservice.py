@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocoon.agent import trim, warmup
+from cocoon.agent import ports, trim, warmup
 from cocoon.agent.service import AgentService
 from cocoon.protocols.gen import guest_pb2
 from cocoon.ttrpc.server import CallContext
@@ -11,6 +11,7 @@ from cocoon.ttrpc.server import CallContext
 class GuestAgentService:
     def __init__(self, agent: AgentService) -> None:
         self.agent = agent
+        self.ports = ports.Ports()
 
     async def TrimMemory(self, request: guest_pb2.TrimMemoryRequest,
                          ctx: CallContext) -> guest_pb2.TrimMemoryResponse:
@@ -20,3 +21,29 @@ class GuestAgentService:
                      ctx: CallContext) -> guest_pb2.WarmUpResponse:
         return guest_pb2.WarmUpResponse(
             seconds=await warmup.warm_up(self.agent, request.rootfs))
+
+    # --- the port mirror (agent/ports.py) ------------------------------------------------------
+
+    async def ListeningPorts(self, request: guest_pb2.ListeningPortsRequest,
+                             ctx: CallContext) -> guest_pb2.ListeningPortsResponse:
+        found = await self.ports.watch(set(request.known), request.wait_ms / 1000)
+        return guest_pb2.ListeningPortsResponse(ports=found)
+
+    async def PortConnect(self, request: guest_pb2.PortConnectRequest,
+                          ctx: CallContext) -> guest_pb2.PortConnectResponse:
+        return guest_pb2.PortConnectResponse(connection=await self.ports.connect(request.port))
+
+    async def PortWrite(self, request: guest_pb2.PortWriteRequest,
+                        ctx: CallContext) -> guest_pb2.PortWriteResponse:
+        return guest_pb2.PortWriteResponse(
+            len=await self.ports.write(request.connection, request.data))
+
+    async def PortRead(self, request: guest_pb2.PortReadRequest,
+                       ctx: CallContext) -> guest_pb2.PortReadResponse:
+        return guest_pb2.PortReadResponse(
+            data=await self.ports.read(request.connection, request.len))
+
+    async def PortClose(self, request: guest_pb2.PortCloseRequest,
+                        ctx: CallContext) -> guest_pb2.PortCloseResponse:
+        await self.ports.close(request.connection, request.write_only)
+        return guest_pb2.PortCloseResponse()

@@ -20,13 +20,14 @@ Errors are the connection's: `RPCError` with the agent's status in `err.code`, a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
+from cocoon.errors import AgentError
 from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
 from cocoon.ttrpc.client import Client
 
@@ -42,6 +43,8 @@ QUICK_TIMEOUT = 10.0    # small things the agent does at once: resizes, the cloc
 STDIN_TIMEOUT = 30.0    # closing a process's stdin
 GUEST_TIMEOUT = 60.0    # the template's own calls (a warm-up runs a whole container)
 READ_SIZE = 1 << 20     # at most this much output per read
+PORT_CHUNK = 64 << 10   # a forwarded connection's bytes per call, each way
+MAX_MIRRORED_PORTS = 256  # guest ports the host mirrors at most
 
 
 class AgentClient:
@@ -262,3 +265,47 @@ class AgentClient:
         response = await self.ttrpc.call(GUEST, "WarmUp", guest_pb2.WarmUpRequest(rootfs=rootfs),
                                          guest_pb2.WarmUpResponse, timeout=timeout)
         return response.seconds
+
+    # --- the port mirror (cocoon.GuestAgent; see sandbox/portmirror.py) --------------------------
+
+    async def listening_ports(self, known: Iterable[int], wait: float) -> list[int]:
+        """The TCP ports listening in the guest, once they differ from `known` or after `wait`
+        seconds. What the guest says is checked: ports in range, each once, at most
+        MAX_MIRRORED_PORTS of them."""
+        response = await self.ttrpc.call(
+            GUEST, "ListeningPorts",
+            guest_pb2.ListeningPortsRequest(known=sorted(known), wait_ms=int(wait * 1000)),
+            guest_pb2.ListeningPortsResponse, timeout=wait + QUICK_TIMEOUT)
+        return sorted({p for p in response.ports if 0 < p < 65536})[:MAX_MIRRORED_PORTS]
+
+    async def port_connect(self, port: int, *, timeout: float | None = QUICK_TIMEOUT) -> int:
+        """Open a connection to `port` on the guest's loopback; its number."""
+        response = await self.ttrpc.call(GUEST, "PortConnect",
+                                         guest_pb2.PortConnectRequest(port=port),
+                                         guest_pb2.PortConnectResponse, timeout=timeout)
+        return response.connection
+
+    async def port_write(self, connection: int, data: bytes, *,
+                         timeout: float | None = None) -> None:
+        """Hand `data` to the guest connection; returns once the guest's socket took it all."""
+        response = await self.ttrpc.call(GUEST, "PortWrite", guest_pb2.PortWriteRequest(
+            connection=connection, data=data), guest_pb2.PortWriteResponse, timeout=timeout)
+        if response.len != len(data):
+            raise AgentError(f"the guest took {response.len} of {len(data)} bytes for "
+                             f"forwarded connection {connection}")
+
+    async def port_read(self, connection: int, size: int = PORT_CHUNK, *,
+                        timeout: float | None = None) -> bytes:
+        """The connection's next bytes (at most `size`); b"" at the end of the stream."""
+        response = await self.ttrpc.call(GUEST, "PortRead", guest_pb2.PortReadRequest(
+            connection=connection, len=size), guest_pb2.PortReadResponse, timeout=timeout)
+        if len(response.data) > size:
+            raise AgentError(f"the guest sent {len(response.data)} bytes for a read of {size}")
+        return response.data
+
+    async def port_close(self, connection: int, *, write_only: bool = False,
+                         timeout: float | None = QUICK_TIMEOUT) -> None:
+        """Shut the guest connection's sending side (`write_only`), or close it."""
+        await self.ttrpc.call(GUEST, "PortClose", guest_pb2.PortCloseRequest(
+            connection=connection, write_only=write_only), guest_pb2.PortCloseResponse,
+            timeout=timeout)

@@ -1,8 +1,76 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListeningPortsRequest(_message.Message):
+    __slots__ = ("known", "wait_ms")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    known: _containers.RepeatedScalarFieldContainer[int]
+    wait_ms: int
+    def __init__(self, known: _Optional[_Iterable[int]] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class ListeningPortsResponse(_message.Message):
+    __slots__ = ("ports",)
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ports: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PortConnectRequest(_message.Message):
+    __slots__ = ("port",)
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    def __init__(self, port: _Optional[int] = ...) -> None: ...
+
+class PortConnectResponse(_message.Message):
+    __slots__ = ("connection",)
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    connection: int
+    def __init__(self, connection: _Optional[int] = ...) -> None: ...
+
+class PortWriteRequest(_message.Message):
+    __slots__ = ("connection", "data")
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    connection: int
+    data: bytes
+    def __init__(self, connection: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PortWriteResponse(_message.Message):
+    __slots__ = ("len",)
+    LEN_FIELD_NUMBER: _ClassVar[int]
+    len: int
+    def __init__(self, len: _Optional[int] = ...) -> None: ...
+
+class PortReadRequest(_message.Message):
+    __slots__ = ("connection", "len")
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    LEN_FIELD_NUMBER: _ClassVar[int]
+    connection: int
+    len: int
+    def __init__(self, connection: _Optional[int] = ..., len: _Optional[int] = ...) -> None: ...
+
+class PortReadResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class PortCloseRequest(_message.Message):
+    __slots__ = ("connection", "write_only")
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    connection: int
+    write_only: bool
+    def __init__(self, connection: _Optional[int] = ..., write_only: _Optional[bool] = ...) -> None: ...
+
+class PortCloseResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class WarmUpRequest(_message.Message):
     __slots__ = ("rootfs",)
