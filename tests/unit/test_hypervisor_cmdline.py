@@ -157,6 +157,13 @@ def test_tap_by_fd_and_by_name() -> None:
     ]
 
 
+def test_user_mode_nic_is_slirp_without_ipv6() -> None:
+    argv = build_command(make(nics=(NetInterface("02:c0:c0:00:00:01", user=True),)))
+    assert values(argv, "-netdev") == ["user,id=net0,ipv6=off"]
+    assert devices(argv, "virtio-net-pci") == [
+        "virtio-net-pci,id=nic0,netdev=net0,mac=02:c0:c0:00:00:01"]
+
+
 def test_vsock() -> None:
     argv = build_command(make(vsock_cid=42))
     assert devices(argv, "vhost-vsock-pci") == ["vhost-vsock-pci,guest-cid=42"]

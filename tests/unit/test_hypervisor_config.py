@@ -135,6 +135,8 @@ def test_share_tags_and_queues() -> None:
     (NetInterface("01:00:5e:00:00:01", tap_fd=3), "nics[0].mac"),
     (NetInterface("52:54:00:00:00:01", tap_fd=3, mtu=67), "nics[0].mtu"),
     (NetInterface("52:54:00:00:00:01", tap_fd=3, mtu=65536), "nics[0].mtu"),
+    (NetInterface("52:54:00:00:00:01", tap_fd=3, user=True), "nics[0]"),
+    (NetInterface("52:54:00:00:00:01", user=True, vhost=True), "nics[0]"),
 ])
 def test_bad_nics(nic: NetInterface, field: str) -> None:
     refused(field, nics=(nic,))
@@ -143,7 +145,8 @@ def test_bad_nics(nic: NetInterface, field: str) -> None:
 def test_nic_macs_are_unique() -> None:
     nic = NetInterface("52:54:00:00:00:01", tap_fd=3)
     refused("nics", nics=(nic, dataclasses.replace(nic, tap_fd=4)))
-    make(nics=(nic, NetInterface("52:54:00:00:00:02", ifname="tap1", mtu=1400, vhost=True)))
+    make(nics=(nic, NetInterface("52:54:00:00:00:02", ifname="tap1", mtu=1400, vhost=True),
+               NetInterface("52:54:00:00:00:03", user=True)))
 
 
 @pytest.mark.parametrize("cid", [0, 1, 2, 2**32 - 1])

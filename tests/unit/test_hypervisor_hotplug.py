@@ -26,3 +26,12 @@ def test_nic_uses_the_fd_sent_under_its_name_and_keeps_mac_and_mtu() -> None:
                         "mac": "52:54:00:00:00:01", "host_mtu": 1400, "bus": "hp3"}),
     ]
     assert tap_fd_name(1) == "tap1"
+
+
+def test_a_user_mode_nic_needs_no_fd_and_has_no_ipv6() -> None:
+    nic = NetInterface("02:c0:c0:00:00:01", mtu=1500, user=True)
+    assert nic_commands(2, nic, port=1) == [
+        ("netdev_add", {"type": "user", "id": "net2", "ipv6": False}),
+        ("device_add", {"driver": "virtio-net-pci", "id": "nic2", "netdev": "net2",
+                        "mac": "02:c0:c0:00:00:01", "host_mtu": 1500, "bus": "hp1"}),
+    ]

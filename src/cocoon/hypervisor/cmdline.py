@@ -119,7 +119,15 @@ def _agent_channel(config: VMConfig) -> list[str]:
             "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"]
 
 
+def user_netdev(index: int) -> dict[str, object]:
+    """QEMU's user-mode network (slirp) with its defaults: the guest is 10.0.2.15/24, the
+    gateway 10.0.2.2 (which is also the host's loopback), DNS 10.0.2.3; IPv4 only."""
+    return {"type": "user", "id": f"net{index}", "ipv6": False}
+
+
 def _netdev(index: int, nic: NetInterface) -> str:
+    if nic.user:
+        return f"user,id=net{index},ipv6=off"
     if nic.tap_fd is not None:
         netdev = f"tap,id=net{index},fd={nic.tap_fd}"
     else:

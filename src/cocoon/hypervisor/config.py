@@ -83,7 +83,9 @@ class VirtioFsShare:
 
 @dataclass(frozen=True)
 class NetInterface:
-    """One virtio-net device backed by a tap, given either as an open fd or by name.
+    """One virtio-net device backed by a tap, given either as an open fd or by name, or (with
+    `user`) by QEMU's user-mode network stack (slirp: the guest's traffic leaves through QEMU's
+    own sockets on the host, with no host interface involved).
 
     An fd is how a tap made inside the container's network namespace reaches QEMU; the fd is
     inherited by QEMU at start.
@@ -94,6 +96,7 @@ class NetInterface:
     ifname: str | None = None
     mtu: int | None = None
     vhost: bool = False
+    user: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,11 @@ def _validate_share(index: int, share: VirtioFsShare) -> None:
 
 def _validate_nic(index: int, nic: NetInterface) -> None:
     field = f"nics[{index}]"
-    if (nic.tap_fd is None) == (nic.ifname is None):
+    if nic.user:
+        if nic.tap_fd is not None or nic.ifname is not None or nic.vhost:
+            raise VMConfigError(field, "a user-mode NIC has no tap and no vhost",
+                                tap_fd=nic.tap_fd, ifname=nic.ifname)
+    elif (nic.tap_fd is None) == (nic.ifname is None):
         raise VMConfigError(field, "give exactly one of tap_fd and ifname",
                             tap_fd=nic.tap_fd, ifname=nic.ifname)
     if nic.tap_fd is not None and nic.tap_fd < 0:

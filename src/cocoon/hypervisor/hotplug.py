@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cocoon.hypervisor.cmdline import fs_device, net_device
+from cocoon.hypervisor.cmdline import fs_device, net_device, user_netdev
 from cocoon.hypervisor.config import NetInterface, VirtioFsShare
 
 
@@ -33,9 +33,12 @@ def tap_fd_name(index: int) -> str:
 
 def nic_commands(index: int, nic: NetInterface, port: int
                  ) -> list[tuple[str, dict[str, object]]]:
-    """`netdev_add` of a tap whose fd was sent as `tap_fd_name(index)`, then `device_add`."""
+    """`netdev_add` of a tap whose fd was sent as `tap_fd_name(index)` (or of a user-mode
+    network), then `device_add`."""
     netdev: dict[str, object] = {"type": "tap", "id": f"net{index}", "fd": tap_fd_name(index)}
-    if nic.vhost:
+    if nic.user:
+        netdev = user_netdev(index)
+    elif nic.vhost:
         netdev["vhost"] = True
     return [("netdev_add", netdev),
             ("device_add", {**net_device(index, nic), "bus": f"hp{port}"})]

@@ -262,12 +262,14 @@ class QemuVM:
             await self.execute(command, arguments)
 
     async def plug_nic(self, index: int, nic: NetInterface, port: int) -> None:
-        """Hot-plug a virtio-net device on the tap `nic.tap_fd` (sent to QEMU over QMP)."""
-        if nic.tap_fd is None:
-            raise HypervisorError("a hot-plugged NIC needs its tap as an open fd",
-                                  vm=self.config.name, mac=nic.mac)
-        self._require_qmp("getfd").send_fd_scm(nic.tap_fd)
-        await self.execute("getfd", {"fdname": hotplug.tap_fd_name(index)})
+        """Hot-plug a virtio-net device on the tap `nic.tap_fd` (sent to QEMU over QMP), or on
+        a user-mode network (`nic.user`)."""
+        if not nic.user:
+            if nic.tap_fd is None:
+                raise HypervisorError("a hot-plugged NIC needs its tap as an open fd",
+                                      vm=self.config.name, mac=nic.mac)
+            self._require_qmp("getfd").send_fd_scm(nic.tap_fd)
+            await self.execute("getfd", {"fdname": hotplug.tap_fd_name(index)})
         for command, arguments in hotplug.nic_commands(index, nic, port):
             await self.execute(command, arguments)
 

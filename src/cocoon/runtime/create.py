@@ -132,8 +132,8 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
         state.host_cgroup = cgroup.to_json()
         config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
                                memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
-                               netns=netns_of(spec), debug=debug,
-                               cgroup_procs=cgroup.procs_files)
+                               netns=netns_of(spec), host_network=guestspec.on_host_network(spec),
+                               debug=debug, cgroup_procs=cgroup.procs_files)
         handle = start_sandbox(config)
         # a sandbox from the warm pool lives in the pool member's directory
         if handle.layout.root != layout.root:

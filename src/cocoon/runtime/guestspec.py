@@ -31,6 +31,11 @@ GUEST_NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup", "user")
 CONTAINER_NS_PREFIX = "container:"
 
 
+def on_host_network(spec: Spec) -> bool:
+    """Whether the container asks for no network namespace at all: the host's network."""
+    return spec.linux is None or spec.linux.namespace("network") is None
+
+
 def is_bind(mount: Mount) -> bool:
     return mount.type == "bind" or "bind" in mount.options or "rbind" in mount.options
 

@@ -85,6 +85,9 @@ class SandboxConfig:
     share: bool = True
     hostname: str = ""
     netns: str | None = None
+    # no network namespace at all (`--network host`, `hostNetwork`): the guest reaches out
+    # through a user-mode NIC and its listening ports are mirrored on the host's loopback
+    host_network: bool = False
     boot_timeout: float = 60.0
     kernel_args: tuple[str, ...] = ()
     asset_dir: str | None = None

@@ -29,13 +29,14 @@ from cocoon.errors import CocoonError, RPCError, SandboxError
 from cocoon.guest import assets
 from cocoon.guest.kernel import Kernel
 from cocoon.hypervisor import accel as accel_mod
-from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
+from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare, VMConfig
 from cocoon.hypervisor.qemu import QemuVM, describe_exit
 from cocoon.protocols.gen import agent_pb2, monitor_pb2
 from cocoon.runtime import sizing
 from cocoon.sandbox import pool, vmstart
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.layout import SandboxConfig
+from cocoon.sandbox.portmirror import PortMirror
 from cocoon.sandbox.proxy import AgentProxy
 from cocoon.sandbox.share import GUEST_MOUNTPOINT, MODULES_DIR, VIRTIOFS_TAG, Share, remove_vm_dir
 from cocoon.sandbox.shimserver import ShimServer
@@ -63,6 +64,8 @@ class Monitor:
         self.virtiofsd: Virtiofsd | None = None
         self.share: Share | None = None
         self.network: network.NetworkAttachment | None = None
+        self.ports: PortMirror | None = None  # the guest's listening ports, on the host side
+        self._nic_count = 0
         self.proxy = AgentProxy(self.id, local=self._local)
         self.server: asyncio.AbstractServer | None = None
         self.shims: ShimServer | None = None
@@ -211,13 +214,21 @@ class Monitor:
         await self._plug_share()
         # the container's network namespace: taps and tc redirects, handed to QEMU over QMP
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
-        nics = self.network.nics if self.network else ()
-        for index, nic in enumerate(nics):
-            await self.vm.plug_nic(index, nic, self._next_port)
+        for nic in self._nics():
+            await self.vm.plug_nic(self._nic_count, nic, self._next_port)
+            self._nic_count += 1
             self._next_port += 1
         if self.network is not None:
             self.network.close_fds()  # QEMU holds the taps now: they die with it
         self.mark("devices plugged")
+
+    def _nics(self) -> tuple[NetInterface, ...]:
+        """The namespace's NICs; on the host network, a user-mode NIC (network/hostnet.py)."""
+        if self.config.host_network:
+            from cocoon.network import hostnet
+
+            return (hostnet.user_nic(),)
+        return self.network.nics if self.network else ()
 
     async def attach_network(self, netns: str) -> int:
         """Carry `netns` into the running VM (see monitor.proto's AttachNetwork)."""
@@ -241,12 +252,14 @@ class Monitor:
                            f"its VM started, and it has {free} empty PCIe ports for them (a VM "
                            "booted cold has none: with templates on it would have 8)")
         self.network = attachment
-        for index, nic in enumerate(nics):
-            await self.vm.plug_nic(index, nic, self._next_port)
+        for nic in nics:
+            await self.vm.plug_nic(self._nic_count, nic, self._next_port)
+            self._nic_count += 1
             self._next_port += 1
         attachment.close_fds()  # QEMU holds the taps now: they die with it
         await attachment.configure_guest(self.agent)
         self.mark("network attached")
+        self._mirror_ports(netns)
         return len(nics)
 
     def _storages(self) -> list[agent_pb2.Storage]:
@@ -271,6 +284,22 @@ class Monitor:
         if self.network is not None:
             await self.network.configure_guest(self.agent)
             self.mark("network configured")
+        elif self.config.host_network:
+            from cocoon.network import guest, hostnet
+
+            await guest.configure(self.agent, hostnet.user_plan())
+            self.mark("network configured")
+        if self.config.host_network:
+            self._mirror_ports(None)
+        elif self.config.netns not in (None, network.NEW_NAMESPACE):
+            self._mirror_ports(self.config.netns)
+
+    def _mirror_ports(self, netns: str | None) -> None:
+        """Mirror the guest's listening ports into `netns` (None: the host's loopback)."""
+        assert self.agent is not None
+        if self.ports is None:
+            self.ports = PortMirror(self.agent, netns, f"sandbox {self.id}")
+            self.ports.start()
 
     async def _start_share(self) -> tuple[VirtioFsShare, ...]:
         """The share and its virtiofsd (started again when a failed clone took it down)."""
@@ -292,7 +321,8 @@ class Monitor:
         shares = await self._start_share()
         # the container's network namespace: taps and tc redirects before QEMU gets the taps
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
-        nics = self.network.nics if self.network else ()
+        nics = self._nics()
+        self._nic_count = len(nics)
         await self._start_vm(vmstart.cold_config(self.config, boot, shares=shares, nics=nics))
         if self.network is not None:
             self.network.close_fds()  # QEMU holds the taps now: they die with it
@@ -514,6 +544,8 @@ class Monitor:
         try:
             if self.server is not None:
                 self.server.close()
+            if self.ports is not None:
+                await self.ports.close()
             if self.shims is not None:
                 await self.shims.close()
             vm = self.vm

@@ -21,7 +21,7 @@ from pathlib import Path
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.hostcgroup import HostCgroup
 from cocoon.oci.spec import LinuxNamespace, Spec
-from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec
+from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec, on_host_network
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
@@ -116,7 +116,8 @@ class Pod:
                 await stop_pod_vm(self.home)
             config = SandboxConfig(
                 sandbox_id=self.id, vm_dir=str(self.home), memory_mib=vm_memory_mib(spec),
-                hostname=spec.hostname or "", netns=network_namespace(spec), debug=self.debug,
+                hostname=spec.hostname or "", netns=network_namespace(spec),
+                host_network=on_host_network(spec), debug=self.debug,
                 cgroup_procs=cgroup.procs_files if cgroup is not None else ())
             logger.info("pod %s: starting its VM in %s", self.id, self.home)
             self.handle = await asyncio.to_thread(start_sandbox, config)
