@@ -177,6 +177,17 @@ class Containerd:
                                  f"{self.log_tail()}")
         return result
 
+    def write_bridge_network(self, bridge: str, subnet: str) -> None:
+        """A CNI network for pods of their own network namespace: a veth per pod on `bridge`
+        (made by the plugin), addresses from `subnet`, kept under this containerd's directory.
+        No gateway and no masquerade: the host gets no address, route or firewall rule. Write
+        it before `start`: containerd reads its CNI configuration when it starts."""
+        conflist = {"cniVersion": "0.4.0", "name": "cocoon-test", "plugins": [{
+            "type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                     "dataDir": str(self.base / "ipam")}}]}
+        (self.base / "cni" / "10-cocoon-test.conflist").write_text(json.dumps(conflist))
+
     def import_image(self, archive: Path, namespace: str = "default") -> None:
         self.ctr("image", "import", str(archive), namespace=namespace)
 

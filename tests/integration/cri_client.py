@@ -72,6 +72,12 @@ class CRIClient:
             container_id=container_id), cri.ContainerStatusResponse)
         return response.status
 
+    def port_forward(self, pod_id: str, ports: list[int]) -> str:
+        """The streaming server's URL for a port forward (the kubelet dials it next)."""
+        response = self.runtime("PortForward", cri.PortForwardRequest(
+            pod_sandbox_id=pod_id, port=ports), cri.PortForwardResponse, 30.0)
+        return response.url
+
     def exec_sync(self, container_id: str, cmd: list[str],
                   timeout: int = 60) -> cri.ExecSyncResponse:
         return self.runtime("ExecSync", cri.ExecSyncRequest(
@@ -79,9 +85,11 @@ class CRIClient:
             timeout=timeout + 30.0)
 
 
-def host_network_pod(name: str, uid: str, log_directory: Path) -> cri.PodSandboxConfig:
-    """A pod on the node's network (there is no CNI network here), sharing one pid namespace."""
-    options = cri.NamespaceOption(network=cri.NODE, pid=cri.POD, ipc=cri.POD)
+def host_network_pod(name: str, uid: str, log_directory: Path,
+                     network: cri.NamespaceMode = cri.NODE) -> cri.PodSandboxConfig:
+    """A pod on the node's network (`network=cri.POD`: in a network namespace of its own,
+    which needs a CNI network), sharing one pid namespace."""
+    options = cri.NamespaceOption(network=network, pid=cri.POD, ipc=cri.POD)
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
         hostname=name, log_directory=str(log_directory),
