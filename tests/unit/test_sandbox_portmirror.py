@@ -17,7 +17,7 @@ from typing import cast
 
 from cocoon.agent.ports import Ports
 from cocoon.errors import RPCError
-from cocoon.sandbox.agentclient import AgentClient
+from cocoon.sandbox.agentclient import PORT_CHUNK, AgentClient
 from cocoon.sandbox.portmirror import PortMirror
 from cocoon.ttrpc.status import StatusCode
 
@@ -100,7 +100,7 @@ def test_a_connection_is_relayed_both_ways_in_bounded_chunks() -> None:
         finally:
             await mirror.close()
             server.close()
-            assert max(agent.chunks) <= 64 << 10
+            assert max(agent.chunks) <= PORT_CHUNK
             assert not mirror.connections
 
     assert asyncio.run(scenario()).decode() == \

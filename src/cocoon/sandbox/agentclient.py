@@ -43,7 +43,7 @@ QUICK_TIMEOUT = 10.0    # small things the agent does at once: resizes, the cloc
 STDIN_TIMEOUT = 30.0    # closing a process's stdin
 GUEST_TIMEOUT = 60.0    # the template's own calls (a warm-up runs a whole container)
 READ_SIZE = 1 << 20     # at most this much output per read
-PORT_CHUNK = 64 << 10   # a forwarded connection's bytes per call, each way
+PORT_CHUNK = 256 << 10  # a forwarded connection's bytes per call, each way
 MAX_MIRRORED_PORTS = 256  # guest ports the host mirrors at most
 
 
