@@ -109,3 +109,34 @@ def test_network_none_gives_loopback_only(podman: Podman) -> None:
     result = podman("run", "--rm", "--network", "none", *ULIMITS, IMAGE, "ip", "-o", "link")
     assert result.returncode == 0, result.stderr
     assert [line.split(":")[1].strip() for line in result.stdout.splitlines()] == ["lo"]
+
+
+def test_network_host_goes_out_through_the_vm_and_its_ports_reach_the_host_loopback(
+        podman: Podman, www: Path) -> None:
+    """`--network host`: no namespace; the guest's user-mode network reaches the host's
+    loopback at 10.0.2.2, and httpd's port is mirrored on the host's 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"hostnet-{secrets.token_hex(3)}"
+    run = podman("run", "-d", "--name", name, "--network", "host", *ULIMITS, "-v",
+                 f"{www}:/www:ro", IMAGE, "httpd", "-f", "-p", str(port), "-h", "/www")
+    assert run.returncode == 0, run.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html",
+                                            timeout=10) as response:
+                    assert response.read().decode() == CONTENT
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the container's port never reached the host"
+                time.sleep(0.3)
+        # and back: from a second host-network container, through the host's loopback
+        client = podman("run", "--rm", "--network", "host", *ULIMITS, IMAGE, "wget", "-q",
+                        "-O", "-", f"http://10.0.2.2:{port}/index.html")
+        assert client.returncode == 0, client.stdout + client.stderr
+        assert client.stdout == CONTENT
+    finally:
+        podman("rm", "--force", "--time", "0", name)
