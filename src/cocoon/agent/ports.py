@@ -97,7 +97,9 @@ class Ports:
                                                                    limit=MAX_CHUNK)
                 break
             except (OSError, TimeoutError) as err:
-                failure = err if isinstance(err, OSError) else OSError(f"timed out: {err}")
+                # the first failure is the telling one (::1 may not even be configured)
+                failure = failure or (err if isinstance(err, OSError)
+                                      else OSError(f"timed out after {CONNECT_TIMEOUT:g} s"))
         else:
             reason = failure.strerror if failure and failure.strerror else str(failure)
             raise ContainerError(StatusCode.UNAVAILABLE, f"port {port} in the guest: {reason}")
