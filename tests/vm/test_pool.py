@@ -18,7 +18,7 @@ from cocoon.sandbox import pool
 from cocoon.sandbox.launcher import sandbox_processes
 from cocoon.template import store
 from tests.framework.cli import Cli
-from tests.vm.container_kit import make_bundle
+from tests.vm.container_kit import make_bundle, without_namespace
 
 pytestmark = pytest.mark.vm
 
@@ -82,5 +82,20 @@ def test_a_pooled_clone_serves_a_detached_container(cli: Cli, tmp_path: Path) ->
     assert "sleep 300" in cli.ok("exec", "detached", "ps", "-o", "args")
     cli.ok("delete", "--force", "detached")
     assert not Path(state["vm_dir"]).exists()
+    cli.ok("template", "rm")
+    assert pool.members() == []
+
+
+def test_a_pooled_clone_serves_the_host_network(cli: Cli, tmp_path: Path) -> None:
+    """A pool member has no NIC of its own; a host-network container that claims it gets the
+    user-mode NIC then, once (a member must not be made with one)."""
+    bundle = make_bundle(tmp_path / "bundle", ["sh", "-c", "ls /sys/class/net; ip route"],
+                         without_namespace("network"))
+    cli.ok("run", "--bundle", str(make_bundle(tmp_path / "warm", ["true"])), "warm")
+    members = ready_members(2)
+    out = cli.ok("run", "--bundle", str(bundle), "hostnet")
+    assert len([m for m in members if not m.exists()]) == 1, "no pooled clone was taken"
+    assert sorted(out.split()[:2]) == ["eth0", "lo"], out
+    assert "default via 10.0.2.2" in out, out
     cli.ok("template", "rm")
     assert pool.members() == []

@@ -231,7 +231,8 @@ def refill(template: str, shape: SandboxConfig, cost_mib: int,
         (path / MARKER).write_text(json.dumps({"template": template, "cost_mib": cost_mib}))
         # a member is no container's yet: it stays in the runtime's cgroup until it is claimed
         config = replace(shape, sandbox_id=f"pool-{name}", vm_dir=str(path), hostname="",
-                         netns=None, share=True, cgroup_procs=())
+                         netns=None, host_network=False, share=True,
+                         cgroup_procs=())
         try:
             spawn_monitor(config, pool=template, nice=MEMBER_NICE)
         except OSError as err:
