@@ -108,3 +108,29 @@ def test_the_shim_imports_nothing_heavy(tmp_path: Path) -> None:
                 if line.startswith("import time:")}
     heavy = sorted(name for name in imported if name.startswith(HEAVY))
     assert heavy == [], heavy
+
+
+def test_the_namespace_is_opened_before_the_placeholder_hides_proc(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The placeholder mounts a /proc of its own pid namespace in the shim's mount namespace,
+    racing the shim: a /proc/PID/ns/net path must be opened before (a pod member's shim
+    exited under load when the mount won)."""
+    from cocoon.runtime import shimproc
+
+    path = tmp_path / "netns"
+    path.write_text("")
+    joined: list[tuple[int, int]] = []
+
+    def hide() -> None:
+        path.unlink()  # as the new /proc does to /proc/PID of a host process
+
+    def setns(fd: int, kind: int) -> None:
+        joined.append((os.fstat(fd).st_ino, kind))
+
+    monkeypatch.setattr(shimproc, "hide_host_processes", hide)
+    monkeypatch.setattr(shimproc.sc, "setns", setns)
+    inode = path.stat().st_ino
+    args = shimproc.Args(["--socket", str(tmp_path / "none.sock"), "--container", "c",
+                          "--netns", str(path)])
+    assert shimproc.run(args) == shimwire.LOST_STATUS  # no monitor here: it stops after setns
+    assert joined == [(inode, shimproc.sc.CLONE_NEWNET)]

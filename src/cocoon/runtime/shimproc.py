@@ -69,13 +69,20 @@ def hide_host_processes() -> None:
             os._exit(0)
 
 
-def enter_netns(netns: str | None) -> None:
-    if netns is None:
-        return
+def open_netns(netns: str | None) -> int | None:
+    """The namespace to join, opened now: once hide_host_processes' placeholder has mounted
+    its /proc (a race with this process), a path like /proc/PID/ns/net no longer resolves."""
+    if netns is None or netns == "new":
+        return None
+    return os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def enter_netns(netns: str | None, fd: int | None) -> None:
     if netns == "new":
         sc.unshare(sc.CLONE_NEWNET)
         return
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    if fd is None:
+        return
     try:
         sc.setns(fd, sc.CLONE_NEWNET)
     finally:
@@ -163,11 +170,12 @@ class Args:
 
 
 def run(args: Args) -> int:
+    netns_fd = open_netns(args.netns)
     try:
         hide_host_processes()
     except OSError as err:
         log("WARNING", f"shim {args.container}: cannot hide host processes: {err}")
-    enter_netns(args.netns)
+    enter_netns(args.netns, netns_fd)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(args.socket)
