@@ -15,6 +15,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cocoon import __version__
 from cocoon.cli.context import Context
@@ -60,11 +61,18 @@ def setup_logging(args: argparse.Namespace) -> None:
     log.setup(logging.DEBUG if args.debug else logging.WARNING, args.log_format, args.log)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error of the CLI (the usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(verb: str | None = None, listing: bool = True) -> argparse.ArgumentParser:
     """The parser of the whole command line, with `verb`'s own parser (imported from its
     module); with `listing`, every other verb gets a stand-in that only names it and takes any
     arguments."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cocoon",
         description="Cocoon: an OCI runtime that runs every container in its own VM.",
     )

@@ -26,5 +26,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     path = Path(args.bundle) / "config.json"
     if path.exists():
         raise ConfigError(f"File {path} exists. Remove it first")
-    path.write_text(json.dumps(default_spec(), indent="\t") + "\n")
+    try:
+        path.write_text(json.dumps(default_spec(), indent="\t") + "\n")
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror}") from err
     return 0

@@ -11,7 +11,9 @@ model (Windows, Solaris, VM, intelRdt, scheduler, ...) are ignored, as runc igno
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
@@ -51,6 +53,7 @@ SeccompArch = Literal["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCM
 PersonalityDomain = Literal["LINUX", "LINUX32"]
 
 _VERSION = re.compile(r"1\.\d+\.\d+")
+MAX_CONFIG_SIZE = 16 << 20  # a config.json is a few KiB; this is far beyond any real one
 
 
 def _absolute(path: str, value: str, what: str) -> None:
@@ -391,11 +394,16 @@ def parse_spec(data: object, source: str = "config.json") -> Spec:
 def load_spec(path: str | PathLike[str]) -> Spec:
     """Read and validate a config.json file."""
     source = str(path)
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
+    try:  # not blocking on a FIFO, not reading /dev/zero to the end
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{source}: not a regular file", source=source)
+            raw = file.read(MAX_CONFIG_SIZE + 1)
     except OSError as err:
         raise ConfigError(f"{source}: cannot read: {err.strerror}", source=source) from err
+    if len(raw) > MAX_CONFIG_SIZE:
+        raise ConfigError(f"{source}: larger than {MAX_CONFIG_SIZE >> 20} MiB", source=source)
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as err:

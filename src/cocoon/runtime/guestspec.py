@@ -51,6 +51,9 @@ def _exported(mount: Mount) -> bool:
     return is_bind(mount) and destination != "/dev/shm" and not _guest_local(mount.source)
 
 
+HOST_NAME_MAX = 64
+
+
 def check(spec: Spec, rootfs: Path) -> None:
     """Refuse, without touching anything, what `guest_spec` would refuse: so that a bad bundle
     fails before a VM is started for it."""
@@ -58,6 +61,9 @@ def check(spec: Spec, rootfs: Path) -> None:
         kind = "createContainer" if spec.hooks.create_container else "startContainer"
         raise ConfigError(f"config.json: hooks.{kind}: hooks that run inside the container's "
                           "namespaces cannot run in a VM guest", field=f"hooks.{kind}")
+    if len(spec.hostname.encode()) > HOST_NAME_MAX:
+        raise ConfigError(f"config.json: hostname: longer than {HOST_NAME_MAX} bytes (the "
+                          "guest kernel's limit)", field="hostname")
     if not rootfs.is_dir():
         raise ConfigError(f"root.path: rootfs {rootfs} does not exist or is not a directory",
                           path=str(rootfs))

@@ -20,6 +20,7 @@ Errors are the connection's: `RPCError` with the agent's status in `err.code`, a
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +46,8 @@ GUEST_TIMEOUT = 60.0    # the template's own calls (a warm-up runs a whole conta
 READ_SIZE = 1 << 20     # at most this much output per read
 PORT_CHUNK = 256 << 10  # a forwarded connection's bytes per call, each way
 MAX_MIRRORED_PORTS = 256  # guest ports the host mirrors at most
+PID_MAX = 1 << 22       # the kernel's highest pid_max (PID_MAX_LIMIT on 64-bit)
+MAX_PIDS = 1 << 16      # pids a process list may name
 
 
 class AgentClient:
@@ -131,6 +134,22 @@ class AgentClient:
             timeout=timeout)
         return response.process_list
 
+    async def list_pids(self, container_id: str, *,
+                        timeout: float | None = CALL_TIMEOUT) -> list[int]:
+        """The container's guest pids. What the guest says is checked: a JSON list of distinct
+        pids in the kernel's range (1 to PID_MAX), at most MAX_PIDS of them."""
+        listing = await self.list_processes(container_id, "json", timeout=timeout)
+        try:
+            pids = json.loads(listing)
+        except (ValueError, RecursionError) as err:
+            raise AgentError(f"the guest's process list of {container_id} is not JSON: "
+                             f"{str(err)[:80]}") from err
+        if not isinstance(pids, list) or len(pids) > MAX_PIDS or not all(
+                type(p) is int and 0 < p <= PID_MAX for p in pids) or len(set(pids)) != len(pids):
+            raise AgentError(f"the guest's process list of {container_id} is not a list of at "
+                             f"most {MAX_PIDS} distinct pids from 1 to {PID_MAX}")
+        return pids
+
     async def get_oom_event(self, *, timeout: float | None = None) -> str:
         """Wait for the next out-of-memory kill in the guest; the id of its container."""
         event = await self.call("GetOOMEvent", agent_pb2.GetOOMEventRequest(),
@@ -173,6 +192,9 @@ class AgentClient:
         response = await self.call(method, agent_pb2.ReadStreamRequest(
             container_id=container_id, exec_id=exec_id, len=size),
             agent_pb2.ReadStreamResponse, timeout=timeout)
+        if len(response.data) > size:
+            raise AgentError(f"{method}: the guest sent {len(response.data)} bytes for a read "
+                             f"of {size}")
         return response.data
 
     async def write_stdin(self, container_id: str, exec_id: str, data: bytes, *,
@@ -181,6 +203,9 @@ class AgentClient:
         response = await self.call("WriteStdin", agent_pb2.WriteStreamRequest(
             container_id=container_id, exec_id=exec_id, data=data),
             agent_pb2.WriteStreamResponse, timeout=timeout)
+        if response.len > len(data):
+            raise AgentError(f"WriteStdin: the guest says it took {response.len} of "
+                             f"{len(data)} bytes")
         return response.len
 
     async def close_stdin(self, container_id: str, exec_id: str = "", *,

@@ -79,7 +79,8 @@ class AgentProxy:
         self.local = local
         self._agent_writer: asyncio.StreamWriter | None = None
         self._agent_lock = asyncio.Lock()
-        self._routes: dict[int, tuple[_Client, int]] = {}  # agent stream id -> (client, its id)
+        # agent stream id -> (client, its id, unary)
+        self._routes: dict[int, tuple[_Client, int, bool]] = {}
         self._next_id = 1
         self._clients: set[_Client] = set()
         self._failure: str | None = None
@@ -125,8 +126,15 @@ class AgentProxy:
         route = self._routes.get(sid)
         if route is None:
             return  # the client went away or the stream ended; its late frames are dropped
-        client, client_sid = route
-        if frame.type == MessageType.RESPONSE:
+        client, client_sid, unary = route
+        if frame.type == MessageType.DATA and (unary or (
+                frame.flags & Flags.NO_DATA and frame.data)):
+            # forwarded, it would break the connection of the client, with all its other calls
+            what = "on a unary stream" if unary else "flagged no-data with bytes"
+            raise ProtocolError(f"agent sent a data frame {what} (stream {sid})", stream_id=sid)
+        # a response or a closing data frame finishes the stream: the route goes (a server-
+        # streaming call ends with the latter, and a client may make millions of them)
+        if frame.type == MessageType.RESPONSE or frame.flags & Flags.REMOTE_CLOSED:
             del self._routes[sid]
             client.streams.pop(client_sid, None)
         await client.send(encode_frame(Frame(client_sid, frame.type, frame.flags, frame.data)))
@@ -136,7 +144,7 @@ class AgentProxy:
         self._failure = reason
         routes, self._routes = self._routes, {}
         status = Status(StatusCode.UNAVAILABLE, f"sandbox {self.sandbox_id}: {reason}")
-        for client, client_sid in routes.values():
+        for client, client_sid, _ in routes.values():
             client.streams.pop(client_sid, None)
             await client.send(response_frame(client_sid, status))
 
@@ -193,7 +201,8 @@ class AgentProxy:
                     StatusCode.UNAVAILABLE, f"sandbox {self.sandbox_id}: {reason}")))
                 return
             agent_sid = self._allocate()
-            self._routes[agent_sid] = (client, sid)
+            self._routes[agent_sid] = (client, sid, not frame.flags & (
+                Flags.REMOTE_CLOSED | Flags.REMOTE_OPEN))
             client.streams[sid] = agent_sid
         elif frame.type == MessageType.DATA:
             agent_sid = client.streams.get(sid, 0)

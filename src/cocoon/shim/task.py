@@ -357,11 +357,8 @@ class TaskService:
         """The container's processes as guest pids (host pids do not exist for them)."""
         container = self._container(request.id)
         container.init.require_live("list the processes of")
-        process_list = await self.agent.list_processes(container.id, "json")
-        pids = _parse_json(process_list, "the agent's process list")
-        if not isinstance(pids, list):
-            raise RPCError(StatusCode.INTERNAL, "the agent's process list is not a list")
-        return api.PidsResponse(processes=[types.ProcessInfo(pid=int(p)) for p in pids])
+        pids = await self.agent.list_pids(container.id)
+        return api.PidsResponse(processes=[types.ProcessInfo(pid=p) for p in pids])
 
     async def Stats(self, request: api.StatsRequest, ctx: CallContext) -> api.StatsResponse:
         container = self._container(request.id)
