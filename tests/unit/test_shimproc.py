@@ -115,6 +115,7 @@ def test_the_namespace_is_opened_before_the_placeholder_hides_proc(
     """The placeholder mounts a /proc of its own pid namespace in the shim's mount namespace,
     racing the shim: a /proc/PID/ns/net path must be opened before (a pod member's shim
     exited under load when the mount won)."""
+    from cocoon.linux import syscalls as sc
     from cocoon.runtime import shimproc
 
     path = tmp_path / "netns"
@@ -128,9 +129,9 @@ def test_the_namespace_is_opened_before_the_placeholder_hides_proc(
         joined.append((os.fstat(fd).st_ino, kind))
 
     monkeypatch.setattr(shimproc, "hide_host_processes", hide)
-    monkeypatch.setattr(shimproc.sc, "setns", setns)
+    monkeypatch.setattr(sc, "setns", setns)
     inode = path.stat().st_ino
     args = shimproc.Args(["--socket", str(tmp_path / "none.sock"), "--container", "c",
                           "--netns", str(path)])
     assert shimproc.run(args) == shimwire.LOST_STATUS  # no monitor here: it stops after setns
-    assert joined == [(inode, shimproc.sc.CLONE_NEWNET)]
+    assert joined == [(inode, sc.CLONE_NEWNET)]
