@@ -88,6 +88,12 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def is_ours(pid: int, start: int) -> bool:
+    """Whether `pid` is still the process that had start time `start` when it was recorded:
+    a pid whose start time was not recorded proves nothing, and is never ours to signal."""
+    return bool(pid) and bool(start) and process_start_time(pid) == start
+
+
 @dataclass
 class ContainerState:
     id: str
@@ -105,6 +111,7 @@ class ContainerState:
     boot_id: str = ""
     kernel_release: str = ""
     execs: dict[str, int] = field(default_factory=dict)  # exec id -> its shim's pid
+    exec_starts: dict[str, int] = field(default_factory=dict)  # exec id -> that shim's start
     host_cgroup: dict[str, Any] | None = None  # cocoon.hostcgroup.HostCgroup.to_json()
 
     def pid_alive(self) -> bool:
@@ -112,6 +119,11 @@ class ContainerState:
             return False
         start = process_start_time(self.pid)
         return start is not None and (not self.pid_start or start == self.pid_start)
+
+    def shims(self) -> list[tuple[int, int]]:
+        """(pid, start time) of the init's stand-in and of every exec shim, as recorded."""
+        return [(self.pid, self.pid_start),
+                *((pid, self.exec_starts.get(eid, 0)) for eid, pid in self.execs.items())]
 
     def current_status(self) -> Status:
         """The stored status corrected by what is true now: a dead init means stopped."""

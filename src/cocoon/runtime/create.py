@@ -159,10 +159,10 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
             assert options.console_socket is not None
         pid = spawn_shim(layout, state.id, "", netns_of(spec),
                          options.console_socket if spec.process.terminal else None)
-        undo.callback(teardown.kill_quietly, pid)
-        cgroup.enter([pid])
         state.pid = pid
-        state.pid_start = process_start_time(pid) or 0
+        state.pid_start = process_start_time(pid) or 0  # our unreaped child: it has one
+        undo.callback(teardown.kill_quietly, pid, state.pid_start)
+        cgroup.enter([pid])
         _wait_for_network_namespace(pid, netns_of(spec))
     if spec.hooks is not None:
         hooks.run_hooks("prestart", spec.hooks.prestart, state.oci_state())

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cocoon.errors import CocoonError, ContainerStateError
-from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time, validate_id
+from cocoon.oci.state import ContainerState, StateStore, Status, is_ours, validate_id
 from cocoon.runtime import hooks, hostcgroups, sharing
 from cocoon.runtime.control import call_agent
 from cocoon.sandbox.launcher import stop_sandbox_async
@@ -52,7 +52,10 @@ def delete(store: StateStore, container_id: str, force: bool = False,
 
 async def _teardown(store: StateStore, state: ContainerState, exited: bool = False) -> None:
     layout = Layout(Path(state.vm_dir))
-    shims = [state.pid, *state.execs.values()]
+    # only the shims that are still the processes recorded: a pid a dead shim left may be
+    # anyone's by now
+    shims = [(pid, start) for pid, start in state.shims() if pid != os.getpid()
+             and is_ours(pid, start)]
     if layout.monitor_socket.exists() and not exited \
             and state.current_status() is not Status.STOPPED:
         with contextlib.suppress(CocoonError, OSError):
@@ -70,9 +73,8 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
             sharing.remove(layout, state.id)
         else:
             await stop_sandbox_async(layout, grace=STOP_GRACE)
-    for pid in shims:
-        if pid and pid != os.getpid():
-            kill_quietly(pid)
+    for pid, start in shims:
+        kill_quietly(pid, start)
     hostcgroups.remove(state)
 
 
@@ -81,21 +83,32 @@ def stop_quietly(layout: Layout) -> None:
     asyncio.run(stop_sandbox_async(layout, grace=0.5))
 
 
-async def wait_dead(pids: Sequence[int], timeout: float) -> None:
-    """Wait until none of `pids` (0 and this process aside) runs, or `timeout` passed."""
+async def wait_dead(shims: Sequence[tuple[int, int]], timeout: float) -> None:
+    """Wait until none of `shims` (pid, start time) is still that process, or `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if all(not p or p == os.getpid() or process_start_time(p) is None for p in pids):
+        if not any(is_ours(pid, start) for pid, start in shims):
             return
         await asyncio.sleep(0.02)
 
 
-def kill_quietly(pid: int) -> None:
-    """SIGKILL a shim and reap it if it is our child; nothing when it is gone or is us."""
+def kill_quietly(pid: int, start: int) -> None:
+    """SIGKILL a shim if it is still the process that started at `start` (checked through a
+    pidfd, so the pid cannot change hands between the check and the signal), and reap it if it
+    is our child; nothing when it is gone, is someone else now, or is us."""
     if not pid or pid == os.getpid():
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if not is_ours(pid, start):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)

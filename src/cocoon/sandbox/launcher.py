@@ -228,10 +228,18 @@ def _alive(pid: int) -> bool:
 
 
 def monitor_pid(layout: Layout) -> int | None:
+    """The monitor's pid from its pid file, if that pid is still a process naming this
+    sandbox's directory: a dead monitor's pid may be anyone's by now, and is not signalled.
+    (A monitor that is our own exited child is reaped here.)"""
     try:
-        return int(layout.pidfile.read_text().strip())
+        pid = int(layout.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
+    if pid in sandbox_processes(layout.root, shims=False):
+        return pid
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    return None
 
 
 async def stop_sandbox_async(layout: Layout, grace: float = 3.0) -> None:
