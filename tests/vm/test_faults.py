@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,99 @@ def test_delete_does_not_kill_the_process_that_took_a_dead_exec_shims_pid(
         stranger.kill()
         stranger.wait()
 
+
+# --- 7: a relative mount destination ------------------------------------------------------------
+
+
+def test_a_relative_destination_is_mounted_from_the_root(cli: Cli, tmp_path: Path,
+                                                        ids: list[str]) -> None:
+    """runtime-spec: deprecated, relative to "/" (runc 1.2 reads it so; 1.1 warned)."""
+    def edit(spec: dict[str, Any]) -> None:
+        spec["mounts"].append({"destination": "scratch", "type": "tmpfs", "source": "tmpfs"})
+
+    run_detached(cli, tmp_path, ids, "rel", ["sleep", "1000"], edit)
+    assert " /scratch tmpfs " in cli.ok("exec", "rel", "cat", "/proc/mounts")
+
+
+# --- 7: bad input refused by name --------------------------------------------------------------
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    message = result.stderr.strip()
+    assert result.returncode != 0, result
+    assert len(message.splitlines()) == 1, message
+    assert "Traceback" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_a_memory_limit_bigger_than_the_host_is_refused(cli: Cli, tmp_path: Path) -> None:
+    def edit(spec: dict[str, object]) -> None:
+        spec["linux"]["resources"] = {"memory": {"limit": 1 << 40}}  # type: ignore[index]
+
+    bundle = make_bundle(tmp_path / "big", ["true"], edit)
+    one_line_failure(cli("create", "--bundle", str(bundle), "big"),
+                     "linux.resources.memory.limit", "MemTotal")
+    assert cli("state", "big").returncode != 0
+
+
+def test_an_id_too_long_for_a_file_name_is_refused_in_one_line(cli: Cli,
+                                                              tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "long", ["true"])
+    cid = "x" * 256
+    for args in (["create", "--bundle", str(bundle), cid], ["state", cid], ["delete", cid],
+                 ["delete", "--force", cid]):
+        one_line_failure(cli(*args), "at most 255")
+
+
+def test_a_qemu_killed_during_create_is_reported_without_a_file_that_is_gone(
+        cli: Cli, tmp_path: Path, vm_root: Path, ids: list[str]) -> None:
+    bundle = make_bundle(tmp_path / "boot", ["true"])
+    ids.append("boot")
+    with open(tmp_path / "err", "w+") as err:
+        create = subprocess.Popen([*cli_argv(cli), "create", "--bundle", str(bundle), "boot"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=err)
+        try:
+            killed = 0
+            deadline = time.monotonic() + 120
+            while create.poll() is None and time.monotonic() < deadline:
+                # every QEMU of this create (a clone that dies is replaced by a cold boot)
+                for pid in processes(f"{vm_root}/", "qemu-system"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed += 1
+                time.sleep(0.02)
+            assert killed and create.wait(timeout=10) != 0
+        finally:
+            create.kill()
+            create.wait()
+        err.seek(0)
+        message = err.read().strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert "exited" in message, message
+    for word in message.replace("(", " ").replace(")", " ").split():
+        if word.startswith("/"):
+            assert os.path.exists(word.rstrip(":,;")), f"the error names {word}: {message}"
+    assert cli("state", "boot").returncode != 0
+
+
+def cli_argv(cli: Cli) -> list[str]:
+    from tests.framework.cli import COCOON
+
+    return [COCOON, "--root", str(cli.root)]
+
+
+def processes(needle: str, program: str) -> list[int]:
+    """Pids of the processes running `program` whose command line holds `needle`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            if args and program in args[0].decode(errors="replace") and \
+                    any(needle.encode() in a for a in args):
+                found.append(int(entry))
+    return found

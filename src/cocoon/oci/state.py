@@ -37,7 +37,8 @@ OCI_VERSION = "1.1.0"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"  # the configuration as create read it
 LOCK_FILE = ".lock"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+MAX_ID_LENGTH = 255  # a container's directory is named by its id: NAME_MAX
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 class Status(enum.StrEnum):
@@ -70,6 +71,10 @@ class Status(enum.StrEnum):
 
 
 def validate_id(container_id: str) -> str:
+    if len(container_id) > MAX_ID_LENGTH:
+        raise ConfigError(f"invalid container id {container_id[:20]}... ({len(container_id)} "
+                          f"characters): at most {MAX_ID_LENGTH}, the longest name of its "
+                          "state directory", id=container_id[:MAX_ID_LENGTH])
     if not _ID_RE.match(container_id) or container_id in (".", ".."):
         raise ConfigError(f"invalid container id {container_id!r}: use letters, digits, "
                           "'_', '.', '+' and '-'", id=container_id)
@@ -253,7 +258,8 @@ class StateStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if (p / STATE_FILE).exists() and _ID_RE.match(p.name))
+                      if (p / STATE_FILE).exists() and _ID_RE.match(p.name)
+                      and len(p.name) <= MAX_ID_LENGTH)
 
     def load_all(self) -> builtins.list[ContainerState]:
         """Every container's state, skipping those removed or unreadable meanwhile."""

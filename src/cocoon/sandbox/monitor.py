@@ -434,7 +434,8 @@ class Monitor:
         if self.vm is None:
             return "no VM"
         tail = [line for line in self.vm.console_tail(5) if line.strip()]
-        return " | ".join(tail[-3:]) or f"empty, see {self.layout.console_log}"
+        # quoted, never named: the file goes with the sandbox's directory
+        return " | ".join(tail[-3:]) or "the console log was empty"
 
     # --- running -----------------------------------------------------------------------------
 
