@@ -210,3 +210,81 @@ def processes(needle: str, program: str) -> list[int]:
                     any(needle.encode() in a for a in args):
                 found.append(int(entry))
     return found
+
+
+# --- 5: a full state root ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_root(leak_check: object) -> Iterator[Path]:
+    """A 512 KiB tmpfs as the state root (unmounted at the end)."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="cfull-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0711", "tmpfs", str(root)],
+                   check=True)
+    leak_check.watch_state_root(root)  # type: ignore[attr-defined]
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
+        root.rmdir()
+
+
+def fill(root: Path, leave_pages: int = 0) -> Path:
+    """Fill the filesystem of `root` (then free `leave_pages` pages again)."""
+    filler = root / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            try:
+                os.write(fd, bytes(4096))
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+    if leave_pages:
+        os.truncate(filler, max(0, filler.stat().st_size - 4096 * leave_pages))
+    return filler
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_state_root_fails_cleanly_and_leaves_no_half_made_id(
+        small_root: Path, tmp_path: Path) -> None:
+    cli = Cli(small_root)
+    bundle = make_bundle(tmp_path / "b", ["sleep", "1000"])
+    made = ["full"]
+    try:
+        for pages in (0, 1):  # full, and one page free: refused before any VM starts
+            filler = fill(small_root, pages)
+            one_line_failure(cli("create", "--bundle", str(bundle), "full"),
+                             "container full: cannot write", str(small_root))
+            assert sorted(p.name for p in small_root.iterdir()) == ["filler"]
+            filler.unlink()
+        # what a create killed between its mkdir and its first state leaves
+        (small_root / "full").mkdir()
+        one_line_failure(cli("state", "full"), "never completely created", "delete --force")
+        one_line_failure(cli("create", "--bundle", str(bundle), "full"),
+                         "already exists but was never completely created")
+        cli.ok("delete", "--force", "full")
+        assert not (small_root / "full").exists()
+        # re-created; the root fills up under it: start still records what it did
+        cli.ok("create", "--bundle", str(bundle), "full")
+        filler = fill(small_root)
+        cli.ok("start", "full")
+        assert state(cli, "full")["status"] == "running"
+        # and, the reserve spent and the root full again, a change whose state cannot be
+        # written is refused before it is made
+        fill(small_root)
+        one_line_failure(cli("pause", "full"), "container full: cannot write its state")
+        assert state(cli, "full")["status"] == "running"
+        assert cli.ok("exec", "full", "echo", "unfrozen").strip() == "unfrozen"
+        filler.unlink()
+        cli.ok("delete", "--force", "full")
+        made.clear()
+        assert list(small_root.iterdir()) == []
+    finally:
+        with contextlib.suppress(OSError):
+            (small_root / "filler").unlink()
+        for cid in made:
+            cli("delete", "--force", cid)

@@ -194,12 +194,12 @@ async def start_async(store: StateStore, container_id: str,
             raise ContainerStateError(f"cannot start container {state.id}: it is already "
                                       f"{status}", id=state.id)
         require(status, status.can_start(), state.id, "start")
-        if agent is None:
-            await call_agent(state, lambda client: client.start_container(state.id))
-        else:
-            await agent.start_container(state.id)
         state.status = Status.RUNNING
-        store.save(state)
+        with store.staged(state):  # a state that cannot be written fails before the start
+            if agent is None:
+                await call_agent(state, lambda client: client.start_container(state.id))
+            else:
+                await agent.start_container(state.id)
     spec = store.config(state.id)
     if spec.hooks is not None:
         hooks.run_hooks("poststart", spec.hooks.poststart, state.oci_state(), fatal=False)

@@ -20,7 +20,7 @@ from cocoon.oci.state import ContainerState, StateStore, Status, is_ours, valida
 from cocoon.runtime import hooks, hostcgroups, sharing
 from cocoon.runtime.control import call_agent
 from cocoon.sandbox.launcher import stop_sandbox_async
-from cocoon.sandbox.layout import Layout
+from cocoon.sandbox.layout import Layout, vm_dir_for
 from cocoon.sandbox.share import Share
 
 KILL_TIMEOUT = 5.0   # for the agent's SIGKILL of every process of the container
@@ -32,7 +32,10 @@ def delete(store: StateStore, container_id: str, force: bool = False,
            exited: bool = False) -> None:
     """Remove the container and its VM. `exited`: its processes are known to have ended
     (a foreground `run` relayed the exit), so nothing is signalled first."""
-    state = store.load(validate_id(container_id))
+    if force and store.half_made(validate_id(container_id)):
+        _remove_half_made(store, container_id)
+        return
+    state = store.load(container_id)
     with store.lock(state.id):
         state = store.load(state.id)
         status = state.current_status()
@@ -48,6 +51,15 @@ def delete(store: StateStore, container_id: str, force: bool = False,
     if spec is not None and spec.hooks is not None:
         with contextlib.suppress(CocoonError, OSError):
             hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
+
+
+def _remove_half_made(store: StateStore, container_id: str) -> None:
+    """An id whose create died before its first state was written: nothing of it can run
+    but a sandbox in its directory (stopped, if there is one), and its state directory."""
+    layout = Layout(vm_dir_for(str(store.root), container_id))
+    if layout.root.exists():
+        stop_quietly(layout)
+    store.remove(container_id)
 
 
 async def _teardown(store: StateStore, state: ContainerState, exited: bool = False) -> None:
