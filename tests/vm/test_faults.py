@@ -115,6 +115,36 @@ def test_delete_does_not_kill_the_process_that_took_a_dead_exec_shims_pid(
         stranger.wait()
 
 
+# --- 4: a killed shim takes its process with it (runc's semantics) ---------------------------
+
+
+def test_a_killed_shim_kills_its_process_in_the_guest(cli: Cli, tmp_path: Path,
+                                                      ids: list[str]) -> None:
+    run_detached(cli, tmp_path, ids, "stand", ["sleep", "1000"])
+    pid_file = tmp_path / "exec.pid"
+    cli.ok("exec", "--detach", "--pid-file", str(pid_file), "stand", "sleep", "2000")
+    assert "sleep 2000" in cli.ok("ps", "stand")
+    exec_shim = int(pid_file.read_text())
+    os.kill(exec_shim, signal.SIGKILL)
+    wait_gone(exec_shim)
+    deadline = time.monotonic() + 30
+    while "sleep 2000" in cli.ok("ps", "stand") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    table = cli.ok("ps", "stand")
+    assert "sleep 2000" not in table and "sleep 1000" in table, table
+    # the init's stand-in: `stopped` is then the truth, in the guest too
+    shim = int(state(cli, "stand")["pid"])  # type: ignore[call-overload]
+    os.kill(shim, signal.SIGKILL)
+    wait_gone(shim)
+    assert state(cli, "stand")["status"] == "stopped"
+    deadline = time.monotonic() + 30
+    while "sleep 1000" in cli("ps", "stand").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "sleep 1000" not in cli("ps", "stand").stdout
+    cli.ok("delete", "stand")
+    ids.remove("stand")
+
+
 # --- 7: a relative mount destination ------------------------------------------------------------
 
 
