@@ -115,6 +115,33 @@ def test_delete_does_not_kill_the_process_that_took_a_dead_exec_shims_pid(
         stranger.wait()
 
 
+# --- 3: a killed virtiofsd is the sandbox's end --------------------------------------------
+
+
+def ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("which", ["parent", "child"])
+def test_a_killed_virtiofsd_stops_the_sandbox(cli: Cli, tmp_path: Path, ids: list[str],
+                                              vm_root: Path, which: str) -> None:
+    run_detached(cli, tmp_path, ids, "fs", ["sleep", "1000"])
+    pids = processes(f"{vm_root}/", "virtiofsd")
+    assert len(pids) == 2, pids  # sandbox=namespace: a parent waiting for its child
+    parent = next(p for p in pids if ppid(p) not in pids)
+    child = next(p for p in pids if p != parent)
+    os.kill(parent if which == "parent" else child, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while state(cli, "fs")["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state(cli, "fs")["status"] == "stopped"
+    started = time.monotonic()
+    one_line_failure(cli("exec", "fs", "true", timeout=60), "fs")
+    assert time.monotonic() - started < 30
+    cli.ok("delete", "fs")
+    ids.remove("fs")
+
+
 # --- 4: a killed shim takes its process with it (runc's semantics) ---------------------------
 
 

@@ -3,8 +3,8 @@
 It owns QEMU (and QMP), virtiofsd and the agent channel, and serves local clients on a unix
 socket (mode 0600), multiplexing their calls onto the channel (the proxy). It tells whoever
 started it that the sandbox is ready (or why not) on an inherited pipe, then lives until it is
-asked to shut down, is signalled, or QEMU exits; in every case it removes everything the sandbox
-made on the host before it exits.
+asked to shut down, is signalled, or QEMU or virtiofsd exits; in every case it removes
+everything the sandbox made on the host before it exits.
 
     python -m cocoon.sandbox.monitor VM_DIR [--ready-fd N]
 """
@@ -314,6 +314,8 @@ class Monitor:
             self.virtiofsd = Virtiofsd(self.layout.virtiofs_socket, self.layout.shared,
                                        self.layout.root / "virtiofsd.log")
             await self.virtiofsd.start()
+            self._tasks.append(asyncio.create_task(self._watch_virtiofsd(self.virtiofsd),
+                                                   name="watch-virtiofsd"))
         return (VirtioFsShare(VIRTIOFS_TAG, self.layout.virtiofs_socket),)
 
     async def _start_cold(self, boot: vmstart.GuestBoot) -> None:
@@ -474,6 +476,23 @@ class Monitor:
             logger.warning("sandbox %s: %s", self.id, reason)
             await self.proxy.fail_pending(reason)
             self.request_stop(reason)
+
+    async def _watch_virtiofsd(self, daemon: Virtiofsd) -> None:
+        """Once the sandbox runs (or waits in the pool), virtiofsd's end is the sandbox's: the
+        containers' roots and volumes are on the share, and a guest without it hangs on the
+        next file it opens. The VM is stopped, so the shims report the exit and `state` says
+        stopped. (While it boots, the boot notices, and a failed clone's is replaced: this
+        one is then no longer the sandbox's.)"""
+        with contextlib.suppress(OSError):
+            await daemon.wait()
+        while self.state == "booting" and not self._stop.is_set():
+            await asyncio.sleep(0.1)
+        if self._stop.is_set() or daemon is not self.virtiofsd:
+            return
+        reason = daemon.failure() or "virtiofsd exited"
+        logger.warning("sandbox %s: %s", self.id, reason)
+        await self.proxy.fail_pending(reason)
+        self.request_stop(reason)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
