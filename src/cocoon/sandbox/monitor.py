@@ -214,6 +214,7 @@ class Monitor:
         await self._plug_share()
         # the container's network namespace: taps and tc redirects, handed to QEMU over QMP
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
+        self._record_network()
         for nic in self._nics():
             await self.vm.plug_nic(self._nic_count, nic, self._next_port)
             self._nic_count += 1
@@ -221,6 +222,12 @@ class Monitor:
         if self.network is not None:
             self.network.close_fds()  # QEMU holds the taps now: they die with it
         self.mark("devices plugged")
+
+    def _record_network(self) -> None:
+        """Write down the redirects made in the container's namespace: if this monitor is
+        killed, whoever cleans up after it removes them (`launcher.stop_sandbox_async`)."""
+        if self.network is not None:
+            self.network.record(self.layout.network_record)
 
     def _nics(self) -> tuple[NetInterface, ...]:
         """The namespace's NICs; on the host network, a user-mode NIC (network/hostnet.py)."""
@@ -252,6 +259,7 @@ class Monitor:
                            f"its VM started, and it has {free} empty PCIe ports for them (a VM "
                            "booted cold has none: with templates on it would have 8)")
         self.network = attachment
+        self._record_network()
         for nic in nics:
             await self.vm.plug_nic(self._nic_count, nic, self._next_port)
             self._nic_count += 1
@@ -323,6 +331,7 @@ class Monitor:
         shares = await self._start_share()
         # the container's network namespace: taps and tc redirects before QEMU gets the taps
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
+        self._record_network()
         nics = self._nics()
         self._nic_count = len(nics)
         await self._start_vm(vmstart.cold_config(self.config, boot, shares=shares, nics=nics))
