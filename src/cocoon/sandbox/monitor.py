@@ -498,6 +498,8 @@ class Monitor:
             await asyncio.sleep(0.1)
         if self._stop.is_set() or daemon is not self.virtiofsd:
             return
+        if self.vm is not None and await _exited_within(self.vm, 0.5):
+            return  # virtiofsd went because QEMU did: QEMU's watch tells why
         reason = daemon.failure() or "virtiofsd exited"
         logger.warning("sandbox %s: %s", self.id, reason)
         await self.proxy.fail_pending(reason)
