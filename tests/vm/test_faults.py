@@ -172,6 +172,61 @@ def test_a_killed_shim_kills_its_process_in_the_guest(cli: Cli, tmp_path: Path,
     ids.remove("stand")
 
 
+# --- 6: the agent (the guest's PID 1) outlives every signal a container sends it -------------
+
+
+def test_signals_to_the_agent_from_a_container_in_the_guests_pid_namespace(
+        vm_root: Path) -> None:
+    """The runtime refuses a config without a pid namespace (it means the host's), so this
+    container is made through the agent API, as a pod's would be if it shared the guest's."""
+    import asyncio
+    import dataclasses
+
+    from cocoon.oci import convert
+    from cocoon.oci.spec import parse_spec
+    from cocoon.protocols.gen import agent_pb2
+    from cocoon.runtime.guestspec import guest_spec
+    from tests.vm.container_kit import GuestSandbox, container_spec
+
+    names = ["INT", "TERM", "HUP", "USR1", "USR2", "QUIT", "ALRM", "PIPE", "ABRT", "SEGV",
+             "TRAP", "PWR", "TSTP", "STOP", "CONT", "KILL"]
+    script = ("test \"$(cat /proc/1/comm)\" != sh || exit 9; "
+              + "; ".join(f"kill -{name} 1 && echo {name}" for name in names)
+              + "; kill -34 1; kill -64 1; true")
+    box = GuestSandbox(vm_root, sandbox_id="sig")
+    box.start()
+    try:
+        async def scenario() -> tuple[str, str]:
+            client = await box.connect()
+            try:
+                parsed = parse_spec(container_spec(["sh", "-c", script]), source="test")
+                gspec = guest_spec(parsed, box.rootfs("sig1"), box.share, "sig1")
+                assert gspec.linux is not None
+                gspec = dataclasses.replace(gspec, linux=dataclasses.replace(
+                    gspec.linux, namespaces=tuple(n for n in gspec.linux.namespaces
+                                                  if n.type != "pid")))
+                await client.agent.create_container("sig1", convert.spec_to_proto(gspec))
+                pending = asyncio.create_task(box.output_of(client, "sig1"))
+                await asyncio.sleep(0)
+                await box.call(client, "StartContainer",
+                               agent_pb2.StartContainerRequest(container_id="sig1"))
+                result = await pending
+                assert result.status == 0, result
+                await asyncio.sleep(1.0)
+                await client.agent.health(timeout=10.0)  # still the same agent, still up
+                after = await box.run("after", container_spec(["echo", "still here"]))
+                await box.remove(client, "sig1")
+                return result.out, after.out
+            finally:
+                await client.close()
+
+        sent, after = asyncio.run(scenario())
+        assert sent.split() == names  # each one reached PID 1 (kill succeeded)
+        assert after.strip() == "still here"
+    finally:
+        box.stop()
+
+
 # --- 7: a relative mount destination ------------------------------------------------------------
 
 
@@ -325,7 +380,18 @@ def test_a_full_state_root_fails_cleanly_and_leaves_no_half_made_id(
                          "already exists but was never completely created")
         cli.ok("delete", "--force", "full")
         assert not (small_root / "full").exists()
-        # re-created; the root fills up under it: start still records what it did
+        # re-created; the root full and the reserve spent: start is refused before the
+        # process starts, and says so in one line
+        cli.ok("create", "--bundle", str(bundle), "full")
+        filler = fill(small_root)
+        (small_root / "full" / ".reserve").unlink()
+        fill(small_root)
+        one_line_failure(cli("start", "full"), "container full: cannot write its state")
+        assert state(cli, "full")["status"] == "created"
+        assert "sleep 1000" not in cli.ok("ps", "full")
+        filler.unlink()
+        cli.ok("delete", "--force", "full")
+        # again; the root fills up under it: start still records what it did (the reserve)
         cli.ok("create", "--bundle", str(bundle), "full")
         filler = fill(small_root)
         cli.ok("start", "full")
