@@ -402,6 +402,13 @@ def test_a_full_state_root_fails_cleanly_and_leaves_no_half_made_id(
         one_line_failure(cli("pause", "full"), "container full: cannot write its state")
         assert state(cli, "full")["status"] == "running"
         assert cli.ok("exec", "full", "echo", "unfrozen").strip() == "unfrozen"
+        # an exec --detach whose shim cannot be recorded does not stay behind unrecorded
+        one_line_failure(cli("exec", "--detach", "full", "sleep", "3000"),
+                         "container full: cannot write its state")
+        deadline = time.monotonic() + 30
+        while "sleep 3000" in cli.ok("ps", "full") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "sleep 3000" not in cli.ok("ps", "full")
         filler.unlink()
         cli.ok("delete", "--force", "full")
         made.clear()

@@ -12,12 +12,14 @@ agent's queries, which `cocoon kill` imports without this module). `exec` is put
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
-from cocoon.errors import ConfigError
+from cocoon.errors import CocoonError, ConfigError, StateWriteError
 from cocoon.oci import convert
 from cocoon.oci.spec import Process
 from cocoon.oci.state import (
@@ -149,11 +151,22 @@ class Runtime:
         cgroup = hostcgroups.of(state)
         if cgroup is not None:
             cgroup.enter([pid])  # as runc's exec joins the container's cgroup
-        with self.store.lock(state.id):
-            fresh = self.store.load(state.id)
-            fresh.execs[exec_id] = pid
-            fresh.exec_starts[exec_id] = start
-            self.store.save(fresh)
+        try:
+            with self.store.lock(state.id):
+                fresh = self.store.load(state.id)
+                fresh.execs[exec_id] = pid
+                fresh.exec_starts[exec_id] = start
+                self.store.save(fresh)
+        except StateWriteError:
+            from cocoon.runtime import teardown
+
+            # unrecorded, neither may stay: the process (perhaps before its shim attached) and
+            # its shim
+            with contextlib.suppress(CocoonError, OSError):
+                asyncio.run(call_agent(state, lambda agent: agent.signal_process(
+                    state.id, exec_id, signal.SIGKILL)))
+            teardown.kill_quietly(pid, start)
+            raise
         if pid_file is not None:
             create.write_pid_file(pid_file, pid)
         return pid
