@@ -89,6 +89,10 @@ class ContainerStateError(OCIError):
     """The operation is not allowed in the container's current status."""
 
 
+class StateWriteError(OCIError):
+    """The container's state could not be written under the state root (full, read-only)."""
+
+
 # --- hypervisor, guest assets, sandbox ------------------------------------------------------------
 
 

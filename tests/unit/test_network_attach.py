@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
@@ -204,3 +205,17 @@ def test_the_audit_reports_a_redirect_only_once_its_tap_is_gone(cni: FakeCni) ->
         attachment.detach()
     assert audit.orphans(where) == []
     assert cni.changes() == []
+
+
+def test_the_redirects_are_recorded_for_a_cleanup_after_the_monitor(tmp_path: Path) -> None:
+    from cocoon.network.attachment import NetworkAttachment, _Redirect, read_record
+    from cocoon.network.plan import NetworkPlan
+
+    attachment = NetworkAttachment(netns="/run/netns/x", plan=NetworkPlan(endpoints=()),
+                                   redirects=[_Redirect(4, "eth0", True)])
+    attachment.record(tmp_path / "network.json")
+    assert read_record(tmp_path / "network.json") == {
+        "netns": "/run/netns/x", "redirects": [{"index": 4, "name": "eth0", "drop_qdisc": True}]}
+    (tmp_path / "bad.json").write_text('{"netns": 1, "redirects": [{"index": "x"}]}')
+    assert read_record(tmp_path / "bad.json") is None
+    assert read_record(tmp_path / "missing.json") is None

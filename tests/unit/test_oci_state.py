@@ -81,6 +81,15 @@ def test_invalid_ids_are_refused(bad: str) -> None:
         validate_id(bad)
 
 
+def test_an_id_longer_than_a_file_name_is_refused_in_one_line(tmp_path: Path) -> None:
+    assert validate_id("x" * 255) == "x" * 255
+    store = StateStore(tmp_path)
+    for call in (validate_id, store.load, store.exists, store.dir):
+        with pytest.raises(ConfigError, match=r"\(256 characters\): at most 255") as caught:
+            call("x" * 256)
+        assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+
+
 def test_save_is_atomic(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     state = _state()

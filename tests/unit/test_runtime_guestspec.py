@@ -123,3 +123,41 @@ def test_a_joined_user_namespace_with_mappings_has_a_mapped_root_too() -> None:
     data["linux"]["uidMappings"] = MAP
     data["linux"]["gidMappings"] = MAP
     assert guestspec._mapped_root(parse_spec(data)) == (100000, 100000)
+
+
+def test_a_relative_destination_is_taken_from_the_root_and_said_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """runtime-spec: a relative destination is deprecated and relative to "/" (as runc 1.2)."""
+    (tmp_path / "rootfs").mkdir()
+    data = default_spec()
+    data["mounts"].append({"destination": "data/../cache", "type": "tmpfs", "source": "tmpfs"})
+    spec = guestspec.guest_spec(parse_spec(data), tmp_path / "rootfs", RecordingShare(), "c1")
+    assert spec.mounts[-1].destination == "/cache"
+    assert all(m.destination.startswith("/") for m in spec.mounts)
+    index = len(data["mounts"]) - 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"config.json: mounts[{index}].destination 'data/../cache' is relative (deprecated): "
+        "taken as /cache"]
+
+
+def _with_limit(limit: int) -> Any:
+    data = default_spec()
+    data["linux"]["resources"] = {"memory": {"limit": limit}}
+    return parse_spec(data)
+
+
+def test_a_vm_bigger_than_the_host_is_refused_by_name(tmp_path: Path) -> None:
+    from cocoon.runtime import sizing
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        8000000 kB\nMemFree:   100 kB\n")  # 7812 MiB
+    sizing.check_memory(_with_limit(4 << 30), str(meminfo))  # 4 GiB fits
+    for limit in (256 << 30, 1 << 40):
+        with pytest.raises(ConfigError) as caught:
+            sizing.check_memory(_with_limit(limit), str(meminfo))
+        message = str(caught.value)
+        assert "linux.resources.memory.limit" in message and "MemTotal 7812 MiB" in message
+        assert f"a limit of {limit >> 20} MiB" in message and "\n" not in message
+    (tmp_path / "rootfs").mkdir()
+    with pytest.raises(ConfigError, match="MemTotal"):
+        guestspec.check(_with_limit(1 << 50), tmp_path / "rootfs")  # the host's own bound

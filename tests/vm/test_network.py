@@ -200,3 +200,26 @@ def test_what_cannot_be_carried_fails_create_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], result.stderr
     assert cli("state", "bad").returncode != 0  # nothing was left registered
+
+
+def test_delete_after_a_killed_monitor_takes_its_redirects_off_the_veth(
+        cli: Cli, cni: FakeCni, tmp_path: Path, state_root: Path,
+        container: list[str]) -> None:
+    """A monitor killed with -9 cannot detach: delete removes its tc redirect and ingress
+    qdisc from the engine's veth, so the next container in the namespace has a network."""
+    import signal
+
+    cni.add_veth("eth0", "10.246.0.2/24", "10.246.0.1/24")
+    cni.record()
+    run_detached(cli, tmp_path, container, "mon1", ["sleep", "1000"], cni.path)
+    ping_from_peer(cni, "10.246.0.2")
+    monitor = json.loads((state_root / "mon1" / "state.json").read_text())["monitor_pid"]
+    os.kill(monitor, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{monitor}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cli.ok("delete", "--force", "mon1")
+    assert cni.changes() == [], "delete left Cocoon's redirect on the engine's veth"
+    run_detached(cli, tmp_path, container, "mon2", ["sleep", "1000"], cni.path)
+    ping_from_peer(cni, "10.246.0.2")
+    cli.ok("delete", "--force", "mon2")

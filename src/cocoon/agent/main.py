@@ -88,9 +88,31 @@ def _import_the_rest() -> None:
             logger.warning("cannot import %s: %s", name, err)
 
 
+def keep_signals_default() -> None:
+    """Leave every signal at its default action (SIGPIPE ignored, as Python has it).
+
+    The kernel drops any signal that PID 1 has not asked for (a default action) when it comes
+    from inside its own pid namespace: a container without a pid namespace of its own may
+    send the agent anything (`kill -INT 1`) and nothing happens. Python's own SIGINT handler
+    would turn SIGINT into KeyboardInterrupt, which would end the agent and power the VM off
+    with every container in it. SIGCHLD gets the reaper's handler later.
+    """
+    import signal
+
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE):
+            continue
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+
+
 def main() -> None:
     from cocoon import log
 
+    keep_signals_default()
     log.setup(os.environ.get("COCOON_AGENT_LOG", "INFO").upper(), stream=sys.stderr)
     logger.info("agent started at %.3f s", STARTED_NS / 1e9)
     import asyncio

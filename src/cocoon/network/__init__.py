@@ -7,7 +7,8 @@ a namespace to carry, so sandboxes without networking do not pay for it at start
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cocoon.network.attachment import NetworkAttachment as NetworkAttachment
@@ -26,3 +27,22 @@ def attach(netns: str | None) -> NetworkAttachment | None:
     from cocoon.network.attachment import attach as attach_namespace
 
     return attach_namespace(netns)
+
+
+
+def read_leftovers(record_path: Path) -> dict[str, Any] | None:
+    """The tc redirects a sandbox recorded making (`NetworkAttachment.record`), read before
+    its directory goes; None when it carried no namespace."""
+    if not record_path.exists():
+        return None
+    from cocoon.network.attachment import read_record
+
+    return read_record(record_path)
+
+
+def remove_leftovers(record: dict[str, Any]) -> None:
+    """Remove from the container's namespace the redirects of a sandbox whose monitor died
+    before it could (blocking): what `read_leftovers` returned."""
+    from cocoon.network.attachment import remove_recorded
+
+    remove_recorded(record)

@@ -12,9 +12,12 @@ exactly what the engine put there. Blocking calls: the monitor runs them with
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -56,6 +59,13 @@ class NetworkAttachment:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.tap_fds = [-1 for _ in self.tap_fds]
+
+    def record(self, path: Path) -> None:
+        """Write down what `detach` would remove, for a cleanup after this process is gone."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"netns": self.netns,
+                                   "redirects": [asdict(r) for r in self.redirects]}))
+        os.replace(tmp, path)
 
     async def configure_guest(self, agent: AgentClient) -> None:
         await guest.configure(agent, self.plan)
@@ -117,3 +127,43 @@ def attach(netns: str) -> NetworkAttachment | None:
             attachment.detach()
         raise
     return attachment
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A record `NetworkAttachment.record` wrote (None if there is none, or it is unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+        return {"netns": str(data["netns"]),
+                "redirects": [{"index": int(r["index"]), "name": str(r["name"]),
+                               "drop_qdisc": bool(r["drop_qdisc"])} for r in data["redirects"]]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_recorded(record: dict[str, Any]) -> None:
+    """Remove the redirects of a record (a killed monitor's) from the engine's devices in its
+    namespace: each only while the device at that index still has the recorded name."""
+    netns = record["netns"]
+    redirects = [_Redirect(**r) for r in record["redirects"]]
+
+    def work() -> list[str]:
+        removed = []
+        with IPRoute() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            for redirect in redirects:
+                if names.get(redirect.index) == redirect.name:
+                    tc.remove_redirect(ipr, redirect.index, redirect.drop_qdisc)
+                    removed.append(redirect.name)
+        return removed
+
+    if not os.path.exists(netns):
+        return
+    try:
+        removed = run_in_netns(netns, work)
+    except NetworkError as err:
+        logger.warning("removing a dead sandbox's redirects from %s: %s", netns, err)
+        return
+    if removed:
+        logger.info("%s: removed the tc redirects a dead sandbox left on %s", netns,
+                    ", ".join(removed))
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import enum
+import errno
 import fcntl
 import json
 import os
@@ -31,13 +32,19 @@ from cocoon.errors import (
     ContainerExistsError,
     ContainerNotFoundError,
     ContainerStateError,
+    StateWriteError,
 )
 
 OCI_VERSION = "1.1.0"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"  # the configuration as create read it
 LOCK_FILE = ".lock"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+# written at create, given up when a later state would not fit: a container whose VM runs can
+# always record that it started or stopped, even when something else filled the state root
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 16 << 10
+MAX_ID_LENGTH = 255  # a container's directory is named by its id: NAME_MAX
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 class Status(enum.StrEnum):
@@ -70,6 +77,10 @@ class Status(enum.StrEnum):
 
 
 def validate_id(container_id: str) -> str:
+    if len(container_id) > MAX_ID_LENGTH:
+        raise ConfigError(f"invalid container id {container_id[:20]}... ({len(container_id)} "
+                          f"characters): at most {MAX_ID_LENGTH}, the longest name of its "
+                          "state directory", id=container_id[:MAX_ID_LENGTH])
     if not _ID_RE.match(container_id) or container_id in (".", ".."):
         raise ConfigError(f"invalid container id {container_id!r}: use letters, digits, "
                           "'_', '.', '+' and '-'", id=container_id)
@@ -86,6 +97,12 @@ def process_start_time(pid: int) -> int | None:
     if fields[0] == "Z":
         return None
     return int(fields[19])
+
+
+def is_ours(pid: int, start: int) -> bool:
+    """Whether `pid` is still the process that had start time `start` when it was recorded:
+    a pid whose start time was not recorded proves nothing, and is never ours to signal."""
+    return bool(pid) and bool(start) and process_start_time(pid) == start
 
 
 @dataclass
@@ -105,6 +122,7 @@ class ContainerState:
     boot_id: str = ""
     kernel_release: str = ""
     execs: dict[str, int] = field(default_factory=dict)  # exec id -> its shim's pid
+    exec_starts: dict[str, int] = field(default_factory=dict)  # exec id -> that shim's start
     host_cgroup: dict[str, Any] | None = None  # cocoon.hostcgroup.HostCgroup.to_json()
 
     def pid_alive(self) -> bool:
@@ -112,6 +130,11 @@ class ContainerState:
             return False
         start = process_start_time(self.pid)
         return start is not None and (not self.pid_start or start == self.pid_start)
+
+    def shims(self) -> list[tuple[int, int]]:
+        """(pid, start time) of the init's stand-in and of every exec shim, as recorded."""
+        return [(self.pid, self.pid_start),
+                *((pid, self.exec_starts.get(eid, 0)) for eid, pid in self.execs.items())]
 
     def current_status(self) -> Status:
         """The stored status corrected by what is true now: a dead init means stopped."""
@@ -166,6 +189,17 @@ class StateStore:
     def exists(self, container_id: str) -> bool:
         return (self.dir(container_id) / STATE_FILE).exists()
 
+    def half_made(self, container_id: str) -> bool:
+        """The id's directory is there without a state file: a create that died before its
+        first state was written (only `delete --force` removes it)."""
+        directory = self.dir(container_id)
+        return directory.is_dir() and not (directory / STATE_FILE).exists()
+
+    def _write_error(self, container_id: str, what: str, err: OSError) -> StateWriteError:
+        return StateWriteError(f"container {container_id}: cannot write its {what} under "
+                               f"{self.root}: {err.strerror or err}", id=container_id,
+                               errno=err.errno, root=str(self.root))
+
     @contextlib.contextmanager
     def lock(self, container_id: str) -> Iterator[None]:
         """Hold the container's lock (a flock on a file in its directory)."""
@@ -175,6 +209,8 @@ class StateStore:
         except FileNotFoundError:
             raise ContainerNotFoundError(f"container {container_id} does not exist",
                                          id=container_id) from None
+        except OSError as err:
+            raise self._write_error(container_id, "lock file", err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -182,21 +218,35 @@ class StateStore:
             os.close(fd)
 
     def create(self, state: ContainerState) -> None:
-        """Claim the id (atomically: mkdir) and write the first state."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        """Claim the id (atomically: mkdir) and write the first state (and the reserve); if
+        they cannot be written, the id is given back."""
         directory = self.dir(state.id)
         try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
             directory.mkdir(mode=0o700)
         except FileExistsError:
-            raise ContainerExistsError(f"container {state.id} already exists",
+            half = " but was never completely created: `delete --force` removes it" \
+                if self.half_made(state.id) else ""
+            raise ContainerExistsError(f"container {state.id} already exists{half}",
                                        id=state.id) from None
-        self.save(state)
+        except OSError as err:
+            raise self._write_error(state.id, "directory", err) from err
+        try:
+            self.save(state)
+            self._write(state.id, RESERVE_FILE, bytes(RESERVE_BYTES), rename=True)
+        except BaseException:
+            self.remove(state.id)
+            raise
 
     def load(self, container_id: str) -> ContainerState:
         path = self.dir(container_id) / STATE_FILE
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
+            if self.half_made(container_id):
+                raise ContainerStateError(
+                    f"container {container_id} was never completely created (no state file): "
+                    "`delete --force` removes it", id=container_id) from None
             raise ContainerNotFoundError(f"container {container_id} does not exist",
                                          id=container_id) from None
         except ValueError as err:
@@ -204,25 +254,59 @@ class StateStore:
                                       id=container_id) from err
         return ContainerState.from_json(data)
 
+    def _write(self, container_id: str, name: str, data: bytes, rename: bool = False) -> Path:
+        """Write `data` to a temporary file beside `name` (fsynced) and return it; when the
+        root is full, give up the reserve and try once more. `rename`: rename it over `name`
+        at once. StateWriteError names what could not be written."""
+        directory = self.dir(container_id)
+        tmp = directory / f".{name}.{os.getpid()}"
+        for attempt in (1, 2):
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if rename:
+                    os.replace(tmp, directory / name)
+                return tmp
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                if attempt == 1 and err.errno == errno.ENOSPC and name != RESERVE_FILE:
+                    with contextlib.suppress(FileNotFoundError):
+                        (directory / RESERVE_FILE).unlink()
+                        continue
+                what = {STATE_FILE: "state", CONFIG_FILE: "configuration"}.get(name, name)
+                raise self._write_error(container_id, what, err) from err
+        raise AssertionError("unreachable")
+
     def save(self, state: ContainerState) -> None:
-        directory = self.dir(state.id)
-        tmp = directory / f".{STATE_FILE}.{os.getpid()}"
+        with self.staged(state):
+            pass
+
+    @contextlib.contextmanager
+    def staged(self, state: ContainerState) -> Iterator[None]:
+        """Write `state` first, make it the container's state only if the block succeeds: a
+        transition whose new state cannot be written fails before it is made."""
         data = json.dumps(state.to_json(), indent=1).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        tmp = self._write(state.id, STATE_FILE, data)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, directory / STATE_FILE)
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        os.replace(tmp, self.dir(state.id) / STATE_FILE)
 
     def save_config(self, container_id: str, config: dict[str, Any]) -> None:
         """Keep the container's configuration as it was at create: runc reads config.json once,
         and a later edit of the bundle's file must change nothing."""
-        directory = self.dir(container_id)
-        tmp = directory / f".{CONFIG_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(config))
-        os.replace(tmp, directory / CONFIG_FILE)
+        tmp = self._write(container_id, CONFIG_FILE, json.dumps(config).encode())
+        os.replace(tmp, self.dir(container_id) / CONFIG_FILE)
 
     def config(self, container_id: str) -> Spec:
         """The configuration kept at create."""
@@ -241,7 +325,8 @@ class StateStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if (p / STATE_FILE).exists() and _ID_RE.match(p.name))
+                      if (p / STATE_FILE).exists() and _ID_RE.match(p.name)
+                      and len(p.name) <= MAX_ID_LENGTH)
 
     def load_all(self) -> builtins.list[ContainerState]:
         """Every container's state, skipping those removed or unreadable meanwhile."""

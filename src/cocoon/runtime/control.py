@@ -84,15 +84,14 @@ def _freeze(store: StateStore, container_id: str, pause: bool) -> None:
     with store.lock(state.id):
         state = store.load(state.id)
         status = state.current_status()
-        if pause:
-            require(status, status.can_pause(), state.id, "pause")
-            asyncio.run(call_agent(state, lambda agent: agent.pause_container(state.id)))
-            state.status = Status.PAUSED
-        else:
-            require(status, status.can_resume(), state.id, "resume")
-            asyncio.run(call_agent(state, lambda agent: agent.resume_container(state.id)))
-            state.status = Status.RUNNING
-        store.save(state)
+        require(status, status.can_pause() if pause else status.can_resume(), state.id,
+                "pause" if pause else "resume")
+        state.status = Status.PAUSED if pause else Status.RUNNING
+        with store.staged(state):  # a state that cannot be written fails before the change
+            if pause:
+                asyncio.run(call_agent(state, lambda agent: agent.pause_container(state.id)))
+            else:
+                asyncio.run(call_agent(state, lambda agent: agent.resume_container(state.id)))
 
 
 def update(store: StateStore, container_id: str, resources: dict[str, Any]) -> None:

@@ -159,10 +159,10 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
             assert options.console_socket is not None
         pid = spawn_shim(layout, state.id, "", netns_of(spec),
                          options.console_socket if spec.process.terminal else None)
-        undo.callback(teardown.kill_quietly, pid)
-        cgroup.enter([pid])
         state.pid = pid
-        state.pid_start = process_start_time(pid) or 0
+        state.pid_start = process_start_time(pid) or 0  # our unreaped child: it has one
+        undo.callback(teardown.kill_quietly, pid, state.pid_start)
+        cgroup.enter([pid])
         _wait_for_network_namespace(pid, netns_of(spec))
     if spec.hooks is not None:
         hooks.run_hooks("prestart", spec.hooks.prestart, state.oci_state())
@@ -194,12 +194,12 @@ async def start_async(store: StateStore, container_id: str,
             raise ContainerStateError(f"cannot start container {state.id}: it is already "
                                       f"{status}", id=state.id)
         require(status, status.can_start(), state.id, "start")
-        if agent is None:
-            await call_agent(state, lambda client: client.start_container(state.id))
-        else:
-            await agent.start_container(state.id)
         state.status = Status.RUNNING
-        store.save(state)
+        with store.staged(state):  # a state that cannot be written fails before the start
+            if agent is None:
+                await call_agent(state, lambda client: client.start_container(state.id))
+            else:
+                await agent.start_container(state.id)
     spec = store.config(state.id)
     if spec.hooks is not None:
         hooks.run_hooks("poststart", spec.hooks.poststart, state.oci_state(), fatal=False)

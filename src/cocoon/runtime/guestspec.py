@@ -19,6 +19,7 @@ from cocoon.errors import ConfigError
 from cocoon.linux.paths import secure_join
 from cocoon.oci import idmap
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
+from cocoon.runtime import sizing
 from cocoon.sandbox.share import Share, host_propagation
 
 logger = logging.getLogger("cocoon.runtime.guestspec")
@@ -80,11 +81,13 @@ def check(spec: Spec, rootfs: Path) -> None:
     if spec.linux is not None:
         _check_user_namespace(spec)
         _check_host_namespaces(spec.linux)
+    sizing.check_memory(spec)
 
 
 def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spec:
     """Expose the rootfs and volumes in the share; return the spec with guest paths."""
     check(spec, rootfs)
+    spec = absolute_destinations(spec)
     owner = _mapped_root(spec)
     if spec.root.readonly or owner is not None:
         _make_mount_points(spec, rootfs, owner)
@@ -110,6 +113,22 @@ def guest_spec(spec: Spec, rootfs: Path, share: Share, container_id: str) -> Spe
         linux = dataclasses.replace(linux, namespaces=namespaces, cgroups_path="")
     return dataclasses.replace(spec, root=Root(path=guest_root, readonly=spec.root.readonly),
                                mounts=tuple(mounts), hooks=None, linux=linux)
+
+
+def absolute_destinations(spec: Spec) -> Spec:
+    """Mount destinations made absolute. The runtime spec says a destination SHOULD be
+    absolute and takes a relative one as relative to "/", deprecated (runtime-spec#1225);
+    runc warned from 1.0 and reads it so from 1.2 (runc#4013). So does Cocoon, saying so in
+    the log, so that the guest (which compares destinations) only ever sees absolute ones."""
+    mounts = []
+    for index, mount in enumerate(spec.mounts):
+        if not mount.destination.startswith("/"):
+            absolute = os.path.normpath("/" + mount.destination)
+            logger.warning("config.json: mounts[%d].destination %r is relative (deprecated): "
+                           "taken as %s", index, mount.destination, absolute)
+            mount = dataclasses.replace(mount, destination=absolute)
+        mounts.append(mount)
+    return dataclasses.replace(spec, mounts=tuple(mounts))
 
 
 def one_way_note(index: int, mount: Mount) -> str | None:

@@ -12,18 +12,21 @@ agent's queries, which `cocoon kill` imports without this module). `exec` is put
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
-from cocoon.errors import ConfigError
+from cocoon.errors import CocoonError, ConfigError, StateWriteError
 from cocoon.oci import convert
 from cocoon.oci.spec import Process
 from cocoon.oci.state import (
     ContainerState,
     StateStore,
     Status,
+    is_ours,
     process_start_time,
     require,
     validate_id,
@@ -111,8 +114,8 @@ class Runtime:
         require(status, status in (Status.RUNNING, Status.PAUSED, Status.CREATED), state.id,
                 "list the processes of")
         pids = [state.pid] if state.pid_alive() else []
-        for pid in state.execs.values():
-            if process_start_time(pid) is not None:
+        for exec_id, pid in state.execs.items():
+            if is_ours(pid, state.exec_starts.get(exec_id, 0)):
                 pids.append(pid)
         return pids
 
@@ -144,13 +147,26 @@ class Runtime:
         spec = self.store.config(state.id)
         pid = create.spawn_shim(self.layout(state), state.id, exec_id, create.netns_of(spec),
                                 console_socket if process.terminal else None)
+        start = process_start_time(pid) or 0  # our unreaped child: it has one
         cgroup = hostcgroups.of(state)
         if cgroup is not None:
             cgroup.enter([pid])  # as runc's exec joins the container's cgroup
-        with self.store.lock(state.id):
-            fresh = self.store.load(state.id)
-            fresh.execs[exec_id] = pid
-            self.store.save(fresh)
+        try:
+            with self.store.lock(state.id):
+                fresh = self.store.load(state.id)
+                fresh.execs[exec_id] = pid
+                fresh.exec_starts[exec_id] = start
+                self.store.save(fresh)
+        except StateWriteError:
+            from cocoon.runtime import teardown
+
+            # unrecorded, neither may stay: the process (perhaps before its shim attached) and
+            # its shim
+            with contextlib.suppress(CocoonError, OSError):
+                asyncio.run(call_agent(state, lambda agent: agent.signal_process(
+                    state.id, exec_id, signal.SIGKILL)))
+            teardown.kill_quietly(pid, start)
+            raise
         if pid_file is not None:
             create.write_pid_file(pid_file, pid)
         return pid

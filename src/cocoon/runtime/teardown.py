@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cocoon.errors import CocoonError, ContainerStateError
-from cocoon.oci.state import ContainerState, StateStore, Status, process_start_time, validate_id
+from cocoon.oci.state import ContainerState, StateStore, Status, is_ours, validate_id
 from cocoon.runtime import hooks, hostcgroups, sharing
 from cocoon.runtime.control import call_agent
 from cocoon.sandbox.launcher import stop_sandbox_async
-from cocoon.sandbox.layout import Layout
+from cocoon.sandbox.layout import Layout, vm_dir_for
 from cocoon.sandbox.share import Share
 
 KILL_TIMEOUT = 5.0   # for the agent's SIGKILL of every process of the container
@@ -32,7 +32,10 @@ def delete(store: StateStore, container_id: str, force: bool = False,
            exited: bool = False) -> None:
     """Remove the container and its VM. `exited`: its processes are known to have ended
     (a foreground `run` relayed the exit), so nothing is signalled first."""
-    state = store.load(validate_id(container_id))
+    if force and store.half_made(validate_id(container_id)):
+        _remove_half_made(store, container_id)
+        return
+    state = store.load(container_id)
     with store.lock(state.id):
         state = store.load(state.id)
         status = state.current_status()
@@ -50,9 +53,21 @@ def delete(store: StateStore, container_id: str, force: bool = False,
             hooks.run_hooks("poststop", spec.hooks.poststop, state.oci_state(), fatal=False)
 
 
+def _remove_half_made(store: StateStore, container_id: str) -> None:
+    """An id whose create died before its first state was written: nothing of it can run
+    but a sandbox in its directory (stopped, if there is one), and its state directory."""
+    layout = Layout(vm_dir_for(str(store.root), container_id))
+    if layout.root.exists():
+        stop_quietly(layout)
+    store.remove(container_id)
+
+
 async def _teardown(store: StateStore, state: ContainerState, exited: bool = False) -> None:
     layout = Layout(Path(state.vm_dir))
-    shims = [state.pid, *state.execs.values()]
+    # only the shims that are still the processes recorded: a pid a dead shim left may be
+    # anyone's by now
+    shims = [(pid, start) for pid, start in state.shims() if pid != os.getpid()
+             and is_ours(pid, start)]
     if layout.monitor_socket.exists() and not exited \
             and state.current_status() is not Status.STOPPED:
         with contextlib.suppress(CocoonError, OSError):
@@ -70,9 +85,8 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
             sharing.remove(layout, state.id)
         else:
             await stop_sandbox_async(layout, grace=STOP_GRACE)
-    for pid in shims:
-        if pid and pid != os.getpid():
-            kill_quietly(pid)
+    for pid, start in shims:
+        kill_quietly(pid, start)
     hostcgroups.remove(state)
 
 
@@ -81,21 +95,32 @@ def stop_quietly(layout: Layout) -> None:
     asyncio.run(stop_sandbox_async(layout, grace=0.5))
 
 
-async def wait_dead(pids: Sequence[int], timeout: float) -> None:
-    """Wait until none of `pids` (0 and this process aside) runs, or `timeout` passed."""
+async def wait_dead(shims: Sequence[tuple[int, int]], timeout: float) -> None:
+    """Wait until none of `shims` (pid, start time) is still that process, or `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if all(not p or p == os.getpid() or process_start_time(p) is None for p in pids):
+        if not any(is_ours(pid, start) for pid, start in shims):
             return
         await asyncio.sleep(0.02)
 
 
-def kill_quietly(pid: int) -> None:
-    """SIGKILL a shim and reap it if it is our child; nothing when it is gone or is us."""
+def kill_quietly(pid: int, start: int) -> None:
+    """SIGKILL a shim if it is still the process that started at `start` (checked through a
+    pidfd, so the pid cannot change hands between the check and the signal), and reap it if it
+    is our child; nothing when it is gone, is someone else now, or is us."""
     if not pid or pid == os.getpid():
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if not is_ours(pid, start):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)

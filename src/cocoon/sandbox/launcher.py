@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cocoon import network
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import Layout, SandboxConfig
@@ -228,20 +229,31 @@ def _alive(pid: int) -> bool:
 
 
 def monitor_pid(layout: Layout) -> int | None:
+    """The monitor's pid from its pid file, if that pid is still a process naming this
+    sandbox's directory: a dead monitor's pid may be anyone's by now, and is not signalled.
+    (A monitor that is our own exited child is reaped here.)"""
     try:
-        return int(layout.pidfile.read_text().strip())
+        pid = int(layout.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
+    if pid in sandbox_processes(layout.root, shims=False):
+        return pid
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    return None
 
 
 async def stop_sandbox_async(layout: Layout, grace: float = 3.0) -> None:
     """Shut the sandbox down; clean up by force when its monitor does not answer."""
     pid = monitor_pid(layout)
+    leftovers = network.read_leftovers(layout.network_record)
+    answered = False
     if layout.monitor_socket.exists():
         try:
             client = await SandboxClient.connect(layout.monitor_socket, timeout=2.0)
             try:
                 await client.shutdown(grace=grace, timeout=grace + 15.0)
+                answered = True
             finally:
                 await client.close()
         except (CocoonError, OSError):
@@ -255,6 +267,10 @@ async def stop_sandbox_async(layout: Layout, grace: float = 3.0) -> None:
         else:
             _reap_quietly(pid, timeout=0.1)
     sweep(layout.root)
+    if leftovers is not None and not answered:
+        # the monitor died before it could take its redirects off the engine's veth: left
+        # there, they send the namespace's traffic to a tap that is gone
+        await asyncio.to_thread(network.remove_leftovers, leftovers)
 
 
 def stop_sandbox(layout: Layout, grace: float = 3.0) -> None:

@@ -72,6 +72,12 @@ class Layout:
     def pidfile(self) -> Path:
         return self.root / "monitor.pid"
 
+    @property
+    def network_record(self) -> Path:
+        """The tc redirects the monitor made in the container's network namespace: what to
+        remove there when the monitor cannot (it was killed)."""
+        return self.root / "network.json"
+
 
 @dataclass(frozen=True)
 class SandboxConfig:

@@ -3,8 +3,8 @@
 It owns QEMU (and QMP), virtiofsd and the agent channel, and serves local clients on a unix
 socket (mode 0600), multiplexing their calls onto the channel (the proxy). It tells whoever
 started it that the sandbox is ready (or why not) on an inherited pipe, then lives until it is
-asked to shut down, is signalled, or QEMU exits; in every case it removes everything the sandbox
-made on the host before it exits.
+asked to shut down, is signalled, or QEMU or virtiofsd exits; in every case it removes
+everything the sandbox made on the host before it exits.
 
     python -m cocoon.sandbox.monitor VM_DIR [--ready-fd N]
 """
@@ -214,6 +214,7 @@ class Monitor:
         await self._plug_share()
         # the container's network namespace: taps and tc redirects, handed to QEMU over QMP
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
+        self._record_network()
         for nic in self._nics():
             await self.vm.plug_nic(self._nic_count, nic, self._next_port)
             self._nic_count += 1
@@ -221,6 +222,12 @@ class Monitor:
         if self.network is not None:
             self.network.close_fds()  # QEMU holds the taps now: they die with it
         self.mark("devices plugged")
+
+    def _record_network(self) -> None:
+        """Write down the redirects made in the container's namespace: if this monitor is
+        killed, whoever cleans up after it removes them (`launcher.stop_sandbox_async`)."""
+        if self.network is not None:
+            self.network.record(self.layout.network_record)
 
     def _nics(self) -> tuple[NetInterface, ...]:
         """The namespace's NICs; on the host network, a user-mode NIC (network/hostnet.py)."""
@@ -252,6 +259,7 @@ class Monitor:
                            f"its VM started, and it has {free} empty PCIe ports for them (a VM "
                            "booted cold has none: with templates on it would have 8)")
         self.network = attachment
+        self._record_network()
         for nic in nics:
             await self.vm.plug_nic(self._nic_count, nic, self._next_port)
             self._nic_count += 1
@@ -314,6 +322,8 @@ class Monitor:
             self.virtiofsd = Virtiofsd(self.layout.virtiofs_socket, self.layout.shared,
                                        self.layout.root / "virtiofsd.log")
             await self.virtiofsd.start()
+            self._tasks.append(asyncio.create_task(self._watch_virtiofsd(self.virtiofsd),
+                                                   name="watch-virtiofsd"))
         return (VirtioFsShare(VIRTIOFS_TAG, self.layout.virtiofs_socket),)
 
     async def _start_cold(self, boot: vmstart.GuestBoot) -> None:
@@ -321,6 +331,7 @@ class Monitor:
         shares = await self._start_share()
         # the container's network namespace: taps and tc redirects before QEMU gets the taps
         self.network = await asyncio.to_thread(network.attach, self.config.netns)
+        self._record_network()
         nics = self._nics()
         self._nic_count = len(nics)
         await self._start_vm(vmstart.cold_config(self.config, boot, shares=shares, nics=nics))
@@ -434,7 +445,8 @@ class Monitor:
         if self.vm is None:
             return "no VM"
         tail = [line for line in self.vm.console_tail(5) if line.strip()]
-        return " | ".join(tail[-3:]) or f"empty, see {self.layout.console_log}"
+        # quoted, never named: the file goes with the sandbox's directory
+        return " | ".join(tail[-3:]) or "the console log was empty"
 
     # --- running -----------------------------------------------------------------------------
 
@@ -473,6 +485,25 @@ class Monitor:
             logger.warning("sandbox %s: %s", self.id, reason)
             await self.proxy.fail_pending(reason)
             self.request_stop(reason)
+
+    async def _watch_virtiofsd(self, daemon: Virtiofsd) -> None:
+        """Once the sandbox runs (or waits in the pool), virtiofsd's end is the sandbox's: the
+        containers' roots and volumes are on the share, and a guest without it hangs on the
+        next file it opens. The VM is stopped, so the shims report the exit and `state` says
+        stopped. (While it boots, the boot notices, and a failed clone's is replaced: this
+        one is then no longer the sandbox's.)"""
+        with contextlib.suppress(OSError):
+            await daemon.wait()
+        while self.state == "booting" and not self._stop.is_set():
+            await asyncio.sleep(0.1)
+        if self._stop.is_set() or daemon is not self.virtiofsd:
+            return
+        if self.vm is not None and await _exited_within(self.vm, 0.5):
+            return  # virtiofsd went because QEMU did: QEMU's watch tells why
+        reason = daemon.failure() or "virtiofsd exited"
+        logger.warning("sandbox %s: %s", self.id, reason)
+        await self.proxy.fail_pending(reason)
+        self.request_stop(reason)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -119,13 +120,21 @@ class ShimServer:
         writer.close()
 
     async def _control(self, relay: ProcessRelay, reader: asyncio.StreamReader) -> None:
-        """Signals and window changes from the shim, for the guest process."""
+        """Signals and window changes from the shim, for the guest process. The shim is the
+        process's stand-in on the host, the pid the engine waits on and `state` reports: when
+        it goes away before the process has ended (killed), the process is killed in the guest
+        (as runc's container dies with its init), so that `stopped` is true and nothing runs
+        on out of reach of `kill` and `exec`."""
         while True:
             try:
                 line = await reader.readuntil(b"\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-                return  # the shim went away (or broke the wire): the process runs on
-            message = shimwire.decode(line)
+                message = shimwire.decode(line)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError,
+                    ValueError):
+                logger.warning("sandbox %s: the shim of %s/%s went away: killing the process",
+                               self.sandbox_id, relay.cid, relay.eid or "init")
+                await relay.send_signal(signal.SIGKILL)
+                return
             if "signal" in message:
                 sig = int(message["signal"])
                 if 0 < sig < 65:

@@ -82,6 +82,11 @@ class Virtiofsd:
         finally:
             listener.close()  # virtiofsd holds its own copy
 
+    async def wait(self) -> int:
+        """Until virtiofsd exits; its exit status."""
+        assert self.proc is not None
+        return await self.proc.wait()
+
     def failure(self) -> str | None:
         """Why virtiofsd is gone (the end of its log), or None while it runs."""
         if self.running:
