@@ -27,7 +27,7 @@ from cocoon.guest import assets, cpio
 from cocoon.hypervisor import accel
 from cocoon.hypervisor.accel import AccelDecision
 from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
-from cocoon.hypervisor.hostcheck import VIRTIOFSD
+from cocoon.hypervisor.hostcheck import VIRTIOFSD, check_qemu_sandbox
 from cocoon.hypervisor.probe import FLOOR_MARKER, probe_boot
 from cocoon.hypervisor.qemu import QemuVM
 
@@ -199,6 +199,50 @@ def test_virtio_fs_share_memfd_and_hotplug_ports_reach_qemu(tmp_path: Path, gues
     finally:
         virtiofsd.kill()
         virtiofsd.wait(10)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def test_cocoon_check_sees_the_seccomp_filter_in_force() -> None:
+    check = check_qemu_sandbox("qemu-system-x86_64")
+    assert check.verdict == "ok", check.detail
+
+
+@pytest.mark.parametrize("seccomp", [True, False])
+def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: AccelDecision,
+                                     seccomp: bool) -> None:
+    """A QEMU turned against the host by its guest cannot run a program: `migrate exec:`
+    (QEMU forks a shell) kills it with SIGSYS and the program never runs. Without the
+    filter (the control case) the same command runs it, so the test can tell them apart."""
+    spawned = tmp_path / "spawned"
+
+    async def scenario() -> None:
+        cfg = config(tmp_path, guest, decision, f"spawn-{seccomp}", seccomp=seccomp)
+        async with QemuVM(cfg, warn_on_death=False) as vm:
+            await console_shows(vm, READY)
+            assert vm.pid is not None
+            status = proc_status(vm.pid)
+            assert (status["Seccomp"], status["NoNewPrivs"]) == \
+                (("2", "1") if seccomp else ("0", "0"))
+            # the warm pool renices QEMU from outside: still allowed
+            os.setpriority(os.PRIO_PROCESS, vm.pid, 3)
+            assert await vm.status() == "running"
+            try:
+                await vm.execute("migrate", {"uri": f"exec:touch {spawned}"})
+            except VMDiedError:
+                assert seccomp
+            if seccomp:
+                assert await vm.wait(BOOT_BOUND) == -signal.SIGSYS
+            else:
+                deadline = time.monotonic() + BOOT_BOUND
+                while not spawned.exists() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+        assert spawned.exists() == (not seccomp)
+
+    asyncio.run(scenario())
 
 
 def test_graceful_power_off_comes_from_the_guest(tmp_path: Path, guest: Guest,
