@@ -75,3 +75,31 @@ def test_a_bind_source_that_is_a_symlink_is_followed_as_runc_does(tmp_path: Path
     finally:
         share.destroy()
     assert not mounts_under(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
+def test_a_read_only_volume_is_read_only_in_virtiofsds_namespace_too(tmp_path: Path) -> None:
+    """virtiofsd's mount namespace is a slave of the host's made before the bind: a remount
+    after attaching would not reach its copy, a read-only detached tree does."""
+    import subprocess
+    (tmp_path / "volume").mkdir()
+    share = Share(tmp_path / "share")
+    share.create()
+    bound = share.root / "c1" / "mounts" / "0"
+    (share.root / "c1").mkdir()
+    peer = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "slave", "sh", "-c",
+         f"echo ready; read go; touch {bound}/new 2>/dev/null && echo wrote || echo refused"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout is not None and peer.stdout.readline() == "ready\n"
+        share.expose_mount("c1", 0, tmp_path / "volume", readonly=True)
+        out, _ = peer.communicate("go\n", timeout=10)
+        assert out.strip() == "refused"
+        assert os.listdir(tmp_path / "volume") == []
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+        share.destroy()
+    assert not mounts_under(tmp_path)
