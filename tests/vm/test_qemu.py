@@ -214,7 +214,8 @@ def test_cocoon_check_sees_the_seccomp_filter_in_force() -> None:
 @pytest.mark.parametrize("seccomp", [True, False])
 def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: AccelDecision,
                                      seccomp: bool) -> None:
-    """A QEMU turned against the host by its guest cannot run a program: `migrate exec:`
+    """A QEMU turned against the host by its guest holds no capability and cannot run a
+    program: `migrate exec:`
     (QEMU forks a shell) kills it with SIGSYS and the program never runs. Without the
     filter (the control case) the same command runs it, so the test can tell them apart."""
     spawned = tmp_path / "spawned"
@@ -227,6 +228,10 @@ def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: Acc
             status = proc_status(vm.pid)
             assert (status["Seccomp"], status["NoNewPrivs"]) == \
                 (("2", "1") if seccomp else ("0", "0"))
+            # root, but without a capability: none to use, none that exec could grant
+            assert status["Uid"].split()[0] == "0"
+            for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(status[caps], 16) == 0, (caps, status[caps])
             # the warm pool renices QEMU from outside: still allowed
             os.setpriority(os.PRIO_PROCESS, vm.pid, 3)
             assert await vm.status() == "running"

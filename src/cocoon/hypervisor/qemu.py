@@ -33,6 +33,11 @@ from cocoon.hypervisor.config import NetInterface, VirtioFsShare, VMConfig
 logger = logging.getLogger("cocoon.hypervisor.qemu")
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_SYS_CAPSET = 126
+_CAPABILITY_VERSION_3 = 0x20080522
 VHOST_VSOCK = Path("/dev/vhost-vsock")
 CONSOLE_TAIL_LINES = 20
 _TAIL_BYTES = 16384
@@ -111,7 +116,7 @@ class QemuVM:
                 *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 pass_fds=self.config.inherited_fds,
                 start_new_session=True,
-                preexec_fn=_parent_death_guard(os.getpid()) if self.die_with_parent else None)
+                preexec_fn=_child_setup(self.die_with_parent))
         except OSError as err:
             raise HypervisorError(f"cannot start {argv[0]}: {err}", argv=argv) from err
         finally:
@@ -446,6 +451,48 @@ def _open_console_log(path: Path) -> int:
                        0o640)
     except OSError as err:
         raise HypervisorError(f"cannot open console log {path}: {err}", path=str(path)) from err
+
+
+def _child_setup(die_with_parent: bool) -> Callable[[], None]:
+    """The preexec hook: no capabilities for QEMU, and (if asked) the parent death guard."""
+    drop = _capability_drop()
+    guard = _parent_death_guard(os.getpid()) if die_with_parent else None
+
+    def setup() -> None:
+        drop()
+        if guard is not None:
+            guard()
+
+    return setup
+
+
+def _capability_drop() -> Callable[[], None]:
+    """A preexec hook that leaves QEMU, though it runs as root, without a capability: the
+    bounding set emptied, so exec grants none, and the inheritable and ambient sets cleared.
+    Nothing QEMU does needs one (its taps, RAM and state arrive as descriptors, the files
+    it opens are root's own); a QEMU taken over cannot mount, load a module, change the
+    host's network, trace another process or write files root does not own."""
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 40  # CAP_CHECKPOINT_RESTORE, Linux 5.9
+    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork, not in the child
+    prctl, syscall = libc.prctl, libc.syscall
+
+    def drop() -> None:
+        if os.geteuid() != 0:
+            return  # an unprivileged caller has nothing to drop
+        for cap in range(last + 1):
+            if prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap}) failed")
+        if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_CLEAR_ALL) failed")
+        header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()  # two sets of effective, permitted, inheritable: none
+        if syscall(_SYS_CAPSET, header, data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+
+    return drop
 
 
 def _parent_death_guard(parent_pid: int) -> Callable[[], None]:
