@@ -250,6 +250,47 @@ def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: Acc
     asyncio.run(scenario())
 
 
+def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
+                                      decision: AccelDecision) -> None:
+    """From a process in QEMU's mount namespace and root, holding what QEMU holds (uid 0, no
+    capability): its own sockets are there; the host's /etc, the sandbox's other files (the
+    monitor's socket, beside QEMU's directory), a share mounted inside QEMU's directory and
+    the host's root through /proc/1/root are not."""
+    vm_dir = tmp_path / "vm"
+    vm_dir.mkdir()
+    (tmp_path / "monitor.sock").write_text("the monitor's")
+    (vm_dir / "shared").mkdir()
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "rootfs" / "secret").write_text("a container's")
+    subprocess.run(["mount", "--bind", str(tmp_path / "rootfs"), str(vm_dir / "shared")],
+                   check=True)
+
+    def in_qemus_root(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", f"--target={pid}", "--mount", "--root", "--wd=/",
+             "/usr/bin/setpriv", "--bounding-set=-all", "--inh-caps=-all", *command],
+            capture_output=True, text=True, check=False)
+
+    async def scenario() -> None:
+        cfg = config(vm_dir, guest, decision, "own-root")
+        async with QemuVM(cfg) as vm:
+            await console_shows(vm, READY)
+            assert vm.pid is not None
+            mine = in_qemus_root(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
+            assert mine.returncode == 0, mine.stderr
+            for outside in ("/etc/shadow", "/etc/hostname", str(tmp_path / "monitor.sock"),
+                            str(vm_dir / "shared" / "secret"), "/proc/1/root/etc/shadow",
+                            f"/proc/{os.getpid()}/root/etc/hostname"):
+                seen = in_qemus_root(vm.pid, "/usr/bin/cat", outside)
+                assert seen.returncode != 0 and seen.stdout == "", (outside, seen.stdout)
+            assert await vm.status() == "running"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        subprocess.run(["umount", str(vm_dir / "shared")], check=True)
+
+
 def test_graceful_power_off_comes_from_the_guest(tmp_path: Path, guest: Guest,
                                                  decision: AccelDecision) -> None:
     async def scenario() -> None:

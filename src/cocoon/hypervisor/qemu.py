@@ -26,7 +26,7 @@ from types import TracebackType
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from cocoon.errors import HypervisorError, VMDiedError
-from cocoon.hypervisor import hotplug
+from cocoon.hypervisor import hotplug, jail
 from cocoon.hypervisor.cmdline import build_command
 from cocoon.hypervisor.config import NetInterface, VirtioFsShare, VMConfig
 
@@ -116,8 +116,9 @@ class QemuVM:
                 *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 pass_fds=self.config.inherited_fds,
                 start_new_session=True,
-                preexec_fn=_child_setup(self.die_with_parent))
-        except OSError as err:
+                preexec_fn=_child_setup(self.config, self.die_with_parent))
+        except (OSError, subprocess.SubprocessError) as err:
+            # a failing preexec hook (QEMU's own root) comes back as a SubprocessError
             raise HypervisorError(f"cannot start {argv[0]}: {err}", argv=argv) from err
         finally:
             os.close(log_fd)
@@ -453,12 +454,16 @@ def _open_console_log(path: Path) -> int:
         raise HypervisorError(f"cannot open console log {path}: {err}", path=str(path)) from err
 
 
-def _child_setup(die_with_parent: bool) -> Callable[[], None]:
-    """The preexec hook: no capabilities for QEMU, and (if asked) the parent death guard."""
+def _child_setup(config: VMConfig, die_with_parent: bool) -> Callable[[], None]:
+    """The preexec hook: QEMU's own root (`jail`, when root and asked), no capabilities, and
+    (if asked) the parent death guard."""
+    own_root = jail.entry(config) if config.own_root and os.geteuid() == 0 else None
     drop = _capability_drop()
     guard = _parent_death_guard(os.getpid()) if die_with_parent else None
 
     def setup() -> None:
+        if own_root is not None:
+            own_root()
         drop()
         if guard is not None:
             guard()
