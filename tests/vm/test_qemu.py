@@ -29,7 +29,7 @@ from cocoon.hypervisor.accel import AccelDecision
 from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
 from cocoon.hypervisor.hostcheck import VIRTIOFSD, check_qemu_sandbox
 from cocoon.hypervisor.probe import FLOOR_MARKER, probe_boot
-from cocoon.hypervisor.qemu import QemuVM
+from cocoon.hypervisor.qemu import QemuVM, own_group
 
 pytestmark = [
     pytest.mark.vm,
@@ -252,10 +252,11 @@ def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: Acc
 
 def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
                                       decision: AccelDecision) -> None:
-    """From a process in QEMU's mount namespace and root, holding what QEMU holds (uid 0, no
-    capability): its own sockets are there; the host's /etc, the sandbox's other files (the
-    monitor's socket, beside QEMU's directory), a share mounted inside QEMU's directory and
-    the host's root through /proc/1/root are not."""
+    """From a process in QEMU's mount namespace and root, holding what QEMU holds (uid 0, a
+    group of its own, no capability): its own sockets are there; the host's /etc, the
+    sandbox's other files (the monitor's socket, beside QEMU's directory), a share mounted
+    inside QEMU's directory, the host's root through /proc/1/root and another QEMU's files
+    through /proc/<pid>/root are not."""
     vm_dir = tmp_path / "vm"
     vm_dir.mkdir()
     (tmp_path / "monitor.sock").write_text("the monitor's")
@@ -265,22 +266,32 @@ def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
     subprocess.run(["mount", "--bind", str(tmp_path / "rootfs"), str(vm_dir / "shared")],
                    check=True)
 
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+
     def in_qemus_root(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
+        gid = int(proc_status(pid)["Gid"].split()[0])
         return subprocess.run(
             ["nsenter", f"--target={pid}", "--mount", "--root", "--wd=/",
-             "/usr/bin/setpriv", "--bounding-set=-all", "--inh-caps=-all", *command],
+             "/usr/bin/setpriv", f"--regid={gid}", "--clear-groups", "--bounding-set=-all",
+             "--inh-caps=-all", *command],
             capture_output=True, text=True, check=False)
 
     async def scenario() -> None:
         cfg = config(vm_dir, guest, decision, "own-root")
-        async with QemuVM(cfg) as vm:
+        other_cfg = config(other_dir, guest, decision, "other-root")
+        async with QemuVM(cfg) as vm, QemuVM(other_cfg) as other:
             await console_shows(vm, READY)
-            assert vm.pid is not None
+            assert vm.pid is not None and other.pid is not None
+            assert proc_status(vm.pid)["Gid"].split() == [str(own_group(vm.pid))] * 4
             mine = in_qemus_root(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
             assert mine.returncode == 0, mine.stderr
             for outside in ("/etc/shadow", "/etc/hostname", str(tmp_path / "monitor.sock"),
                             str(vm_dir / "shared" / "secret"), "/proc/1/root/etc/shadow",
-                            f"/proc/{os.getpid()}/root/etc/hostname"):
+                            f"/proc/{os.getpid()}/root/etc/hostname",
+                            # another sandbox's QEMU: as bare as this one, but not its group
+                            f"/proc/{other.pid}/root/{other_dir}/console.log",
+                            f"/proc/{other.pid}/environ"):
                 seen = in_qemus_root(vm.pid, "/usr/bin/cat", outside)
                 assert seen.returncode != 0 and seen.stdout == "", (outside, seen.stdout)
             assert await vm.status() == "running"

@@ -34,6 +34,7 @@ logger = logging.getLogger("cocoon.hypervisor.qemu")
 
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
+QEMU_GID_BASE = 0x7C000000
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_CAPSET = 126
@@ -464,11 +465,23 @@ def _child_setup(config: VMConfig, die_with_parent: bool) -> Callable[[], None]:
     def setup() -> None:
         if own_root is not None:
             own_root()
+        if os.geteuid() == 0:
+            # a group of its own: uid 0 without capabilities is still allowed into another
+            # such process's /proc/<pid>/root unless uid and gid both match (ptrace rules)
+            gid = own_group(os.getpid())
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
         drop()
         if guard is not None:
             guard()
 
     return setup
+
+
+def own_group(pid: int) -> int:
+    """The gid QEMU with process id `pid` runs with: one no other process has (pids are
+    below 2**22), far above any group or container id mapping a host hands out."""
+    return QEMU_GID_BASE + pid
 
 
 def _capability_drop() -> Callable[[], None]:
