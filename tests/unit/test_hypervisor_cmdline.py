@@ -72,6 +72,14 @@ def test_default_command() -> None:
     assert all(isinstance(arg, str) and arg for arg in argv)
 
 
+def test_seccomp_sandbox_is_on_by_default_with_every_group_denied() -> None:
+    sandbox = props(one(build_command(make()), "-sandbox"))
+    assert sandbox == {"": "on", "obsolete": "deny", "elevateprivileges": "deny",
+                       "spawn": "deny", "resourcecontrol": "deny"}
+    assert "-sandbox" not in build_command(make(seccomp=False))
+    assert "-runas" not in build_command(make())  # elevateprivileges=deny forbids setuid
+
+
 def test_console_goes_to_the_log_file_in_append_mode() -> None:
     argv = build_command(make())
     console = [props(c) for c in values(argv, "-chardev") if props(c)["id"] == "console"]

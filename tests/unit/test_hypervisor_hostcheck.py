@@ -123,3 +123,15 @@ def test_report_fails_on_any_fail() -> None:
     assert not report.ok
     assert report.render().splitlines()[-1] == \
         "VMs cannot run on this host (failed: qemu, memory)"
+
+
+def test_qemu_sandbox_verdicts() -> None:
+    ok = hostcheck.qemu_sandbox_verdict(0, "", "2")
+    assert ok.verdict == "ok" and "spawn" in ok.detail and "elevateprivileges" in ok.detail
+    unbuilt = hostcheck.qemu_sandbox_verdict(
+        1, "qemu-system-x86_64: -sandbox on: seccomp support is disabled\n", "")
+    assert unbuilt.verdict == "fail" and unbuilt.detail.count("\n") == 0
+    assert "seccomp support is disabled" in unbuilt.detail
+    unfiltered = hostcheck.qemu_sandbox_verdict(0, "", "0")
+    assert unfiltered.verdict == "fail" and "Seccomp: 0" in unfiltered.detail
+    assert hostcheck.check_qemu_sandbox("/nonexistent/qemu").verdict == "fail"

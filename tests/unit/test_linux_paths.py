@@ -38,3 +38,28 @@ def test_secure_join_refuses_symlink_loops(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         secure_join(str(tmp_path), "/a/file")
     assert caught.value.errno == errno.ELOOP
+
+
+def test_open_in_root_resolves_inside_and_beneath_refuses(tmp_path: Path) -> None:
+    from cocoon.linux.paths import open_in_root
+    (tmp_path / "root" / "in").mkdir(parents=True)
+    (tmp_path / "secret").write_text("host")
+    (tmp_path / "root" / "up").symlink_to("../secret")
+    (tmp_path / "root" / "abs").symlink_to(str(tmp_path / "secret"))
+    root = os.open(tmp_path / "root", os.O_PATH | os.O_DIRECTORY)
+    try:
+        for path in ("up", "abs", "../secret", "in/../../secret"):
+            with pytest.raises(OSError) as beneath:
+                open_in_root(root, path, os.O_RDONLY, in_root=False)
+            assert beneath.value.errno in (errno.EXDEV, errno.ENOENT, errno.ELOOP), path
+            # in_root: the same names mean the root's own (here: absent) files
+            with pytest.raises(FileNotFoundError):
+                open_in_root(root, path, os.O_RDONLY)
+        (tmp_path / "root" / "secret").write_text("root's own")
+        fd = open_in_root(root, "../secret", os.O_RDONLY)
+        assert os.read(fd, 100) == b"root's own"
+        os.close(fd)
+        with pytest.raises(OSError):  # magic links (/proc/self/fd/N) are never followed
+            open_in_root(root, f"/proc/self/fd/{root}", os.O_RDONLY, in_root=False)
+    finally:
+        os.close(root)

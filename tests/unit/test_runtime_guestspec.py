@@ -161,3 +161,57 @@ def test_a_vm_bigger_than_the_host_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "rootfs").mkdir()
     with pytest.raises(ConfigError, match="MemTotal"):
         guestspec.check(_with_limit(1 << 50), tmp_path / "rootfs")  # the host's own bound
+
+
+def _tree(root: Path) -> list[tuple[str, int, float]]:
+    """Every entry under `root` with its owner and mtime: what "untouched" is checked by."""
+    found = [(str(root), root.lstat().st_uid, root.lstat().st_mtime)]
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            st = os.lstat(os.path.join(dirpath, name))
+            found.append((os.path.join(dirpath, name), st.st_uid, st.st_mtime))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("link", ["/etc", "../../../../../../../etc", "HOST"])
+def test_mount_points_never_land_outside_a_rootfs_whose_etc_climbs_out(
+        tmp_path: Path, link: str) -> None:
+    """A read-only rootfs with a user namespace (both make the host create mount points)
+    whose /etc points at the host's /etc, or up and out to it, or at another host
+    directory: nothing is made or chowned there, and the other mount points still are."""
+    host = tmp_path / "host-etc"
+    host.mkdir()
+    (host / "hostname").write_text("host\n")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "etc").symlink_to(str(host) if link == "HOST" else link)
+    data = default_spec()
+    data["root"]["readonly"] = True
+    data["mounts"] += [
+        {"destination": "/etc/hostname", "type": "bind", "source": str(host / "hostname"),
+         "options": ["bind"]},
+        {"destination": "/etc/cocoon-made/x", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/../../etc/cocoon-up", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/data", "type": "tmpfs", "source": "tmpfs"},
+    ]
+    data["linux"]["namespaces"].append({"type": "user"})
+    data["linux"]["uidMappings"] = MAP
+    data["linux"]["gidMappings"] = MAP
+    spec = parse_spec(data)
+    before = (_tree(host), sorted(os.listdir("/etc")), os.stat("/etc").st_mtime)
+    guestspec._make_mount_points(spec, rootfs, guestspec._mapped_root(spec))
+    assert (_tree(host), sorted(os.listdir("/etc")), os.stat("/etc").st_mtime) == before
+    assert (rootfs / "data").is_dir() and (rootfs / "proc").is_dir()
+    assert (rootfs / "etc").is_symlink()
+
+
+def test_a_symlink_inside_the_rootfs_is_followed_inside_it(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "real").mkdir(parents=True)
+    (rootfs / "var").symlink_to("/real")  # absolute: the rootfs's /real
+    data = default_spec()
+    data["root"]["readonly"] = True
+    data["mounts"].append({"destination": "/var/run/x", "type": "tmpfs", "source": "tmpfs"})
+    guestspec._make_mount_points(parse_spec(data), rootfs, None)
+    assert (rootfs / "real" / "run" / "x").is_dir()
+    assert not Path("/real").exists()

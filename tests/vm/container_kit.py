@@ -214,9 +214,13 @@ class GuestSandbox:
         """CreateContainer with the spec rewritten for the guest, as the runtime does;
         `guest_binds` (guest path, container path) are added after the rewriting, so their
         sources are the guest's own paths (no runtime makes such a mount: tests look with it
-        at the guest)."""
+        at the guest); their mount points are made in the rootfs here."""
         parsed = parse_spec(dict(spec), source=f"{container_id} test spec")
         root = rootfs if rootfs is not None else self.rootfs(container_id)
+        for _, target in guest_binds:
+            # the runtime makes the mount points of a read-only rootfs on the host (the
+            # share's bind of it is read-only to virtiofsd too); these it never sees
+            (root / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
         try:
             gspec = guest_spec(parsed, root, self.share, container_id)
             if guest_binds:

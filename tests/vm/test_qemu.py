@@ -27,9 +27,9 @@ from cocoon.guest import assets, cpio
 from cocoon.hypervisor import accel
 from cocoon.hypervisor.accel import AccelDecision
 from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
-from cocoon.hypervisor.hostcheck import VIRTIOFSD
+from cocoon.hypervisor.hostcheck import VIRTIOFSD, check_qemu_sandbox
 from cocoon.hypervisor.probe import FLOOR_MARKER, probe_boot
-from cocoon.hypervisor.qemu import QemuVM
+from cocoon.hypervisor.qemu import QemuVM, own_group
 
 pytestmark = [
     pytest.mark.vm,
@@ -199,6 +199,107 @@ def test_virtio_fs_share_memfd_and_hotplug_ports_reach_qemu(tmp_path: Path, gues
     finally:
         virtiofsd.kill()
         virtiofsd.wait(10)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def test_cocoon_check_sees_the_seccomp_filter_in_force() -> None:
+    check = check_qemu_sandbox("qemu-system-x86_64")
+    assert check.verdict == "ok", check.detail
+
+
+@pytest.mark.parametrize("seccomp", [True, False])
+def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: AccelDecision,
+                                     seccomp: bool) -> None:
+    """A QEMU turned against the host by its guest holds no capability and cannot run a
+    program: `migrate exec:`
+    (QEMU forks a shell) kills it with SIGSYS and the program never runs. Without the
+    filter (the control case) the same command runs it, so the test can tell them apart."""
+    spawned = tmp_path / "spawned"
+
+    async def scenario() -> None:
+        cfg = config(tmp_path, guest, decision, f"spawn-{seccomp}", seccomp=seccomp)
+        async with QemuVM(cfg, warn_on_death=False) as vm:
+            await console_shows(vm, READY)
+            assert vm.pid is not None
+            status = proc_status(vm.pid)
+            assert (status["Seccomp"], status["NoNewPrivs"]) == \
+                (("2", "1") if seccomp else ("0", "0"))
+            # root, but without a capability: none to use, none that exec could grant
+            assert status["Uid"].split()[0] == "0"
+            for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(status[caps], 16) == 0, (caps, status[caps])
+            # the warm pool renices QEMU from outside: still allowed
+            os.setpriority(os.PRIO_PROCESS, vm.pid, 3)
+            assert await vm.status() == "running"
+            try:
+                await vm.execute("migrate", {"uri": f"exec:touch {spawned}"})
+            except VMDiedError:
+                assert seccomp
+            if seccomp:
+                assert await vm.wait(BOOT_BOUND) == -signal.SIGSYS
+            else:
+                deadline = time.monotonic() + BOOT_BOUND
+                while not spawned.exists() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+        assert spawned.exists() == (not seccomp)
+
+    asyncio.run(scenario())
+
+
+def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
+                                      decision: AccelDecision) -> None:
+    """From a process in QEMU's mount namespace and root, holding what QEMU holds (uid 0, a
+    group of its own, no capability): its own sockets are there; the host's /etc, the
+    sandbox's other files (the monitor's socket, beside QEMU's directory), a share mounted
+    inside QEMU's directory, the host's root through /proc/1/root and another QEMU's files
+    through /proc/<pid>/root are not."""
+    vm_dir = tmp_path / "vm"
+    vm_dir.mkdir()
+    (tmp_path / "monitor.sock").write_text("the monitor's")
+    (vm_dir / "shared").mkdir()
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "rootfs" / "secret").write_text("a container's")
+    subprocess.run(["mount", "--bind", str(tmp_path / "rootfs"), str(vm_dir / "shared")],
+                   check=True)
+
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+
+    def in_qemus_root(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
+        gid = int(proc_status(pid)["Gid"].split()[0])
+        return subprocess.run(
+            ["nsenter", f"--target={pid}", "--mount", "--root", "--wd=/",
+             "/usr/bin/setpriv", f"--regid={gid}", "--clear-groups", "--bounding-set=-all",
+             "--inh-caps=-all", *command],
+            capture_output=True, text=True, check=False)
+
+    async def scenario() -> None:
+        cfg = config(vm_dir, guest, decision, "own-root")
+        other_cfg = config(other_dir, guest, decision, "other-root")
+        async with QemuVM(cfg) as vm, QemuVM(other_cfg) as other:
+            await console_shows(vm, READY)
+            assert vm.pid is not None and other.pid is not None
+            assert proc_status(vm.pid)["Gid"].split() == [str(own_group(vm.pid))] * 4
+            mine = in_qemus_root(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
+            assert mine.returncode == 0, mine.stderr
+            for outside in ("/etc/shadow", "/etc/hostname", str(tmp_path / "monitor.sock"),
+                            str(vm_dir / "shared" / "secret"), "/proc/1/root/etc/shadow",
+                            f"/proc/{os.getpid()}/root/etc/hostname",
+                            # another sandbox's QEMU: as bare as this one, but not its group
+                            f"/proc/{other.pid}/root/{other_dir}/console.log",
+                            f"/proc/{other.pid}/environ"):
+                seen = in_qemus_root(vm.pid, "/usr/bin/cat", outside)
+                assert seen.returncode != 0 and seen.stdout == "", (outside, seen.stdout)
+            assert await vm.status() == "running"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        subprocess.run(["umount", str(vm_dir / "shared")], check=True)
 
 
 def test_graceful_power_off_comes_from_the_guest(tmp_path: Path, guest: Guest,

@@ -114,17 +114,17 @@ def test_clones_do_not_see_each_others_guest_files(template_dir: Path, vm_root: 
 
     async def write_in_first() -> None:
         client = await first.connect()
-        try:  # a file in the first guest's own /tmp (its RAM), not in any share
+        try:  # a file in the first guest's own /run/cocoon (its RAM), not in any share
             await client.agent.call("CopyFile", agent_pb2.CopyFileRequest(
-                path="/tmp/first-only", file_size=6, file_mode=0o644, dir_mode=0o755,
+                path="/run/cocoon/first-only", file_size=6, file_mode=0o644, dir_mode=0o755,
                 data=b"secret"), empty_pb2.Empty)
         finally:
             await client.close()
 
     asyncio.run(write_in_first())
-    look = container_spec(["ls", "/guest-tmp"])
-    seen_first = first.run_sync("look1", look, guest_binds=[("/tmp", "/guest-tmp")])
-    seen_second = second.run_sync("look2", look, guest_binds=[("/tmp", "/guest-tmp")])
+    look = container_spec(["ls", "/guest-run"])
+    seen_first = first.run_sync("look1", look, guest_binds=[("/run/cocoon", "/guest-run")])
+    seen_second = second.run_sync("look2", look, guest_binds=[("/run/cocoon", "/guest-run")])
     assert seen_first.status == seen_second.status == 0, seen_first.err + seen_second.err
     assert "first-only" in seen_first.out.split()
     assert "first-only" not in seen_second.out.split()

@@ -22,7 +22,7 @@ from collections import deque
 from google.protobuf import empty_pb2
 
 from cocoon import __version__
-from cocoon.agent import network, pid1, plan
+from cocoon.agent import hostpaths, network, pid1, plan
 from cocoon.agent.container import (
     ALREADY_EXISTS,
     INVALID_ARGUMENT,
@@ -46,6 +46,7 @@ MAX_READ = 1 << 20
 DEVICE_WAIT = 5.0   # seconds a hot-plugged virtio-fs device gets to appear
 DEVICE_POLL = 0.01
 MODULES_DRIVER = "cocoon-modules"  # a Storage that is the kernel's module tree
+MODULES_PARENT = "/usr/lib/modules"  # where it is mounted, as <release>
 KERNEL_ROOT = "/proc/2/root"  # the root the kernel's own threads (kthreadd) run with
 OOM_POLL_INTERVAL = 0.1
 EMPTY = empty_pb2.Empty()
@@ -98,14 +99,27 @@ async def _mount_storage(storage: agent_pb2.Storage, state: AgentState,
     guest a little after the host added it: until then its tag is unknown (ENOENT/EINVAL), so
     the mount is retried up to `device_wait`."""
     target = storage.mount_point
-    if not target.startswith("/"):
-        raise ContainerError(INVALID_ARGUMENT, f"storage mount point {target!r} is not absolute")
     if target in state.mounted:
         return
     if storage.driver == MODULES_DRIVER:
-        _mount_modules(storage.source, target)
+        try:
+            target = hostpaths.clean(target, "module tree mount point")
+            if os.path.dirname(target) != MODULES_PARENT:
+                raise hostpaths.PathRefused(f"module tree mount point {target!r} is not in "
+                                            f"{MODULES_PARENT}")
+            source = hostpaths.clean(storage.source, "module tree")
+            if not any(hostpaths.beneath(source, root) for root in state.mounted):
+                raise hostpaths.PathRefused(f"module tree {source!r} is in no storage")
+            hostpaths.stays_within(source, state.mounted, "module tree")
+        except hostpaths.PathRefused as err:
+            raise ContainerError(INVALID_ARGUMENT, str(err)) from None
+        _mount_modules(source, target)
         state.mounted.append(target)
         return
+    try:
+        target = hostpaths.in_area(target, "storage mount point")
+    except hostpaths.PathRefused as err:
+        raise ContainerError(INVALID_ARGUMENT, str(err)) from None
     os.makedirs(target, exist_ok=True)
     fstype = storage.fstype or {"virtio-fs": "virtiofs"}.get(storage.driver, storage.driver)
     loop = asyncio.get_running_loop()
@@ -130,13 +144,25 @@ async def _mount_storage(storage: agent_pb2.Storage, state: AgentState,
     state.mounted.append(target)
 
 
+def _check_host_paths(oci: kata_oci_pb2.Spec, storages: list[str]) -> None:
+    """The container's root and bind sources, as the host named them, stay where they lie
+    (see `hostpaths`)."""
+    paths = [("root.path", oci.Root.Path)] if oci.Root.Path else []
+    paths += [(f"mounts[{index}].source", mount.source)
+              for index, mount in enumerate(oci.Mounts)
+              if mount.type == "bind" or {"bind", "rbind"} & set(mount.options)]
+    try:
+        for what, path in paths:
+            hostpaths.stays_within(path, storages, what)
+    except hostpaths.PathRefused as err:
+        raise ContainerError(INVALID_ARGUMENT, str(err)) from None
+
+
 def _mount_modules(source: str, target: str) -> None:
     """The kernel's whole module tree (from the host, through the share) over the image's few
     modules, read-only, where the kernel's module loader looks: its usermode helper
     (/sbin/modprobe) runs with the root the kernel booted with, not the agent's (the agent
     lives in a bind of it, see pid1), so the mount is made there, through kthreadd's root."""
-    if not source.startswith("/") or ".." in source.split("/"):
-        raise ContainerError(INVALID_ARGUMENT, f"module tree {source!r} is not a clean path")
     where = KERNEL_ROOT + target
     try:
         sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
@@ -255,17 +281,13 @@ class AgentService:
 
     async def CopyFile(self, request: agent_pb2.CopyFileRequest,
                        ctx: CallContext) -> empty_pb2.Empty:
-        path = request.path
-        if not path.startswith("/") or "/../" in path or path.endswith("/.."):
-            raise ContainerError(INVALID_ARGUMENT, f"CopyFile: bad path {path!r}")
-        os.makedirs(os.path.dirname(path), mode=request.dir_mode or 0o755, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (0 if request.offset else os.O_TRUNC)
-        fd = os.open(path, flags, request.file_mode or 0o644)
         try:
-            os.pwrite(fd, request.data, request.offset)
-            os.fchown(fd, request.uid, request.gid)
-        finally:
-            os.close(fd)
+            hostpaths.copy_file(request.path, request.data, request.offset,
+                                file_mode=request.file_mode or 0o644,
+                                dir_mode=request.dir_mode or 0o755,
+                                uid=request.uid, gid=request.gid)
+        except hostpaths.PathRefused as err:
+            raise ContainerError(INVALID_ARGUMENT, str(err)) from None
         return EMPTY
 
     # --- containers --------------------------------------------------------------------------
@@ -277,6 +299,7 @@ class AgentService:
             raise ContainerError(INVALID_ARGUMENT, f"invalid container id {cid!r}")
         for storage in request.storages:
             await _mount_storage(storage, self.state)
+        _check_host_paths(request.OCI, self.state.mounted)
         await self.create(cid, request.OCI)
         return EMPTY
 

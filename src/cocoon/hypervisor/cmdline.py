@@ -23,10 +23,19 @@ from cocoon.hypervisor.config import (
 # UART, and a panic reboots at once, which -no-reboot turns into QEMU exiting.
 DEFAULT_KERNEL_ARGS: tuple[str, ...] = ("console=ttyS0", "quiet", "panic=-1")
 
+# QEMU's seccomp filter, installed before it opens anything the guest reaches: a call in a
+# denied group kills the whole process (SIGSYS). Nothing QEMU needs is in them: taps, the
+# RAM of a clone and its state arrive as descriptors (no helper is ever spawned), the warm
+# pool renices QEMU from outside, and QEMU never changes its own user (see docs/design.md,
+# "Containing a sandbox").
+SECCOMP_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
 
 def build_command(config: VMConfig) -> list[str]:
     """The complete argv for `config`; no I/O, no defaults taken from the host."""
     argv = [config.qemu_binary, "-name", _escape(config.name)]
+    if config.seccomp:
+        argv += ["-sandbox", SECCOMP_SANDBOX]
     argv += ["-machine", _machine(config), "-accel", _accel(config), "-cpu", config.cpu]
     argv += ["-m", f"{config.memory_mib}M", "-smp", str(config.vcpus)]
     if config.memory_backend is not None:

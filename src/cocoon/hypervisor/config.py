@@ -138,6 +138,12 @@ class VMConfig:
     # x-ignore-shared capability): what templates and their clones are made with.
     ignore_shared_ram: bool = False
     balloon: bool = False  # virtio-balloon with free page reporting
+    # QEMU's seccomp filter (`-sandbox`, see cmdline.SECCOMP_SANDBOX): a QEMU that tries to
+    # spawn a process, change its credentials or priority, or use an obsolete call is killed.
+    seccomp: bool = True
+    # QEMU in a mount namespace of its own that holds only what this VM needs (`jail`); it
+    # changes no option of QEMU's, so a template and its clones may differ in it
+    own_root: bool = True
 
     def __post_init__(self) -> None:
         validate(self)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from cocoon.errors import CocoonError
 from cocoon.hypervisor import accel
+from cocoon.hypervisor.cmdline import SECCOMP_SANDBOX
 from cocoon.hypervisor.config import QBOOT
 from cocoon.hypervisor.qemu import VHOST_VSOCK
 
@@ -74,6 +75,8 @@ def check_host(reprobe: bool = False, cache_dir: Path | None = None) -> HostRepo
     if they are not yet in the cache because the probe boots them."""
     qemu_check, qemu_ok = check_qemu(QEMU_BINARY)
     checks = [qemu_check, check_qboot(QBOOT)]
+    if qemu_ok:
+        checks.append(check_qemu_sandbox(QEMU_BINARY))
     asset_checks, kernel, initrd = check_guest_assets(cache_dir)
     checks += asset_checks
     decision: accel.AccelDecision | None = None
@@ -108,6 +111,48 @@ def check_qemu(binary: str) -> tuple[Check, bool]:
     except CocoonError as err:
         return Check("qemu", "fail", str(err)), False
     return Check("qemu", "ok", f"{binary} {version} ({path})"), True
+
+
+def check_qemu_sandbox(binary: str) -> Check:
+    """Start QEMU with no machine under the seccomp filter VMs get, see the filter in force
+    (Seccomp 2 in its /proc status), and quit it over QMP on its stdin."""
+    argv = [binary, "-sandbox", SECCOMP_SANDBOX, "-M", "none", "-nodefaults",
+            "-no-user-config", "-display", "none", "-qmp", "stdio"]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    except OSError as err:
+        return Check("qemu sandbox", "fail", f"cannot run {binary}: {err}")
+    seccomp = ""
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline():  # the QMP greeting: the filter is installed by then
+            seccomp = _status_field(_read(f"/proc/{proc.pid}/status"), "Seccomp")
+        _, err_text = proc.communicate('{"execute": "qmp_capabilities"}\n'
+                                       '{"execute": "quit"}\n', timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err_text = proc.communicate()
+    return qemu_sandbox_verdict(proc.returncode, err_text, seccomp)
+
+
+def qemu_sandbox_verdict(returncode: int | None, stderr: str, seccomp: str) -> Check:
+    if returncode == 0 and seccomp == "2":
+        groups = [part.split("=")[0] for part in SECCOMP_SANDBOX.split(",")[1:]]
+        return Check("qemu sandbox", "ok", f"seccomp filter on, {', '.join(groups)} denied")
+    reason = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {returncode}"
+    if returncode == 0:
+        reason = f"the filter is not in force (Seccomp: {seccomp or 'unknown'})"
+    return Check("qemu sandbox", "fail", f"QEMU refuses -sandbox {SECCOMP_SANDBOX}: {reason} "
+                 "(a QEMU built with seccomp is needed)")
+
+
+def _status_field(status: str, name: str) -> str:
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return ""
 
 
 def check_qboot(path: Path) -> Check:

@@ -26,13 +26,19 @@ from types import TracebackType
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from cocoon.errors import HypervisorError, VMDiedError
-from cocoon.hypervisor import hotplug
+from cocoon.hypervisor import hotplug, jail
 from cocoon.hypervisor.cmdline import build_command
 from cocoon.hypervisor.config import NetInterface, VirtioFsShare, VMConfig
 
 logger = logging.getLogger("cocoon.hypervisor.qemu")
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+QEMU_GID_BASE = 0x7C000000
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_SYS_CAPSET = 126
+_CAPABILITY_VERSION_3 = 0x20080522
 VHOST_VSOCK = Path("/dev/vhost-vsock")
 CONSOLE_TAIL_LINES = 20
 _TAIL_BYTES = 16384
@@ -111,8 +117,9 @@ class QemuVM:
                 *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 pass_fds=self.config.inherited_fds,
                 start_new_session=True,
-                preexec_fn=_parent_death_guard(os.getpid()) if self.die_with_parent else None)
-        except OSError as err:
+                preexec_fn=_child_setup(self.config, self.die_with_parent))
+        except (OSError, subprocess.SubprocessError) as err:
+            # a failing preexec hook (QEMU's own root) comes back as a SubprocessError
             raise HypervisorError(f"cannot start {argv[0]}: {err}", argv=argv) from err
         finally:
             os.close(log_fd)
@@ -446,6 +453,64 @@ def _open_console_log(path: Path) -> int:
                        0o640)
     except OSError as err:
         raise HypervisorError(f"cannot open console log {path}: {err}", path=str(path)) from err
+
+
+def _child_setup(config: VMConfig, die_with_parent: bool) -> Callable[[], None]:
+    """The preexec hook: QEMU's own root (`jail`, when root and asked), no capabilities, and
+    (if asked) the parent death guard."""
+    own_root = jail.entry(config) if config.own_root and os.geteuid() == 0 else None
+    drop = _capability_drop()
+    guard = _parent_death_guard(os.getpid()) if die_with_parent else None
+
+    def setup() -> None:
+        if own_root is not None:
+            own_root()
+        if os.geteuid() == 0:
+            # a group of its own: uid 0 without capabilities is still allowed into another
+            # such process's /proc/<pid>/root unless uid and gid both match (ptrace rules)
+            gid = own_group(os.getpid())
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+        drop()
+        if guard is not None:
+            guard()
+
+    return setup
+
+
+def own_group(pid: int) -> int:
+    """The gid QEMU with process id `pid` runs with: one no other process has (pids are
+    below 2**22), far above any group or container id mapping a host hands out."""
+    return QEMU_GID_BASE + pid
+
+
+def _capability_drop() -> Callable[[], None]:
+    """A preexec hook that leaves QEMU, though it runs as root, without a capability: the
+    bounding set emptied, so exec grants none, and the inheritable and ambient sets cleared.
+    Nothing QEMU does needs one (its taps, RAM and state arrive as descriptors, the files
+    it opens are root's own); a QEMU taken over cannot mount, load a module, change the
+    host's network, trace another process or write files root does not own."""
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 40  # CAP_CHECKPOINT_RESTORE, Linux 5.9
+    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork, not in the child
+    prctl, syscall = libc.prctl, libc.syscall
+
+    def drop() -> None:
+        if os.geteuid() != 0:
+            return  # an unprivileged caller has nothing to drop
+        for cap in range(last + 1):
+            if prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap}) failed")
+        if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_CLEAR_ALL) failed")
+        header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()  # two sets of effective, permitted, inheritable: none
+        if syscall(_SYS_CAPSET, header, data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+
+    return drop
 
 
 def _parent_death_guard(parent_pid: int) -> Callable[[], None]:

@@ -72,6 +72,8 @@ AT_RECURSIVE = 0x8000
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
 
 # prctl options
 PR_SET_PDEATHSIG = 1
@@ -92,6 +94,14 @@ _SYS_CAPSET = 126
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
+_SYS_OPENAT2 = 437
+
+# openat2 resolve flags (Linux 5.6)
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -126,6 +136,20 @@ def open_tree_clone(path: str, recursive: bool) -> int:
                                 ctypes.c_uint(flags)), f"open_tree {path}", path)
 
 
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat(2) with `resolve` constraints (RESOLVE_IN_ROOT: `dir_fd` is `/` for the walk,
+    RESOLVE_BENEATH: climbing out of it fails with EXDEV). O_CLOEXEC is always added."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(_libc.syscall(_SYS_OPENAT2, ctypes.c_int(dir_fd), _b(path),
+                                ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))),
+                  f"open {path}", path)
+
+
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
@@ -141,10 +165,24 @@ def set_propagation(fd: int, propagation: int) -> None:
            f"mount_setattr({fd}, propagation {propagation:#x})")
 
 
-def move_mount(fd: int, target: str) -> None:
-    """Attach the (detached) mount `fd` refers to at `target`."""
-    _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(_AT_FDCWD),
-                         _b(target), ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH)),
+def set_readonly(fd: int) -> None:
+    """Make the mount `fd` refers to (not those beneath it) read-only."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"", ctypes.c_uint(_AT_EMPTY_PATH),
+                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           f"mount_setattr({fd}, read-only)")
+
+
+def move_mount(fd: int, target: str, target_fd: int | None = None) -> None:
+    """Attach the (detached) mount `fd` refers to at `target`, or, given `target_fd` (an
+    O_PATH descriptor opened safely beforehand), exactly there: `target` only names it."""
+    if target_fd is None:
+        to_fd, to_path, flags = _AT_FDCWD, _b(target), _MOVE_MOUNT_F_EMPTY_PATH
+    else:
+        to_fd, to_path, flags = target_fd, b"", \
+            _MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(to_fd),
+                         to_path, ctypes.c_uint(flags)),
            f"move_mount onto {target}", target)
 
 

@@ -9,14 +9,13 @@ hooks run on the host and are removed from what the guest gets.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 from pathlib import Path
 
 from cocoon.errors import ConfigError
-from cocoon.linux.paths import secure_join
+from cocoon.linux.paths import make_in_root
 from cocoon.oci import idmap
 from cocoon.oci.spec import Linux, LinuxNamespace, Mount, Root, Spec
 from cocoon.runtime import sizing
@@ -160,28 +159,28 @@ def _make_mount_points(spec: Spec, rootfs: Path, owner: tuple[int, int] | None) 
     guest gets a read-only rootfs read-only from the start and cannot. In a user namespace the
     container's root could, but virtiofsd checks its writes with its ids, not its capabilities
     (a directory of mode 0555 is closed to it): they are made here too, owned by that root
-    (`owner`, host ids), as runc would make them from inside the namespace."""
-    covered: list[str] = []
-    for mount in spec.mounts:
-        destination = os.path.normpath(mount.destination)
-        if any(destination.startswith(c.rstrip("/") + "/") for c in covered):
-            continue  # inside an earlier mount: the guest makes it there
-        covered.append(destination)
-        target = Path(secure_join(str(rootfs), destination))
-        if os.path.lexists(target):
-            continue
-        missing = [target, *(p for p in target.parents
-                             if p.is_relative_to(rootfs) and not os.path.lexists(p))]
-        as_file = is_bind(mount) and os.path.isfile(mount.source)
-        with contextlib.suppress(OSError):  # what stays missing, the guest reports by name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if as_file:
-                target.touch()
-            else:
-                target.mkdir()
-            if owner is not None:
-                for path in missing:
-                    os.lchown(path, *owner)
+    (`owner`, host ids), as runc would make them from inside the namespace.
+
+    Every step is resolved by the kernel inside the rootfs (openat2, RESOLVE_IN_ROOT): a
+    rootfs whose /etc is a symlink to the host's /etc gets nothing made in the host's /etc."""
+    try:
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return  # `check` has said what is wrong with the rootfs
+    try:
+        covered: list[str] = []
+        for mount in spec.mounts:
+            destination = os.path.normpath("/" + mount.destination)
+            if any(destination.startswith(c.rstrip("/") + "/") for c in covered):
+                continue  # inside an earlier mount: the guest makes it there
+            covered.append(destination)
+            as_file = is_bind(mount) and os.path.isfile(mount.source)
+            try:  # what stays missing (or loops), the guest reports by name
+                os.close(make_in_root(root_fd, destination, as_file=as_file, owner=owner))
+            except OSError as err:
+                logger.debug("mount point %s not made in %s: %s", destination, rootfs, err)
+    finally:
+        os.close(root_fd)
 
 
 # A namespace missing from linux.namespaces means the runtime's own, the host's: engines write

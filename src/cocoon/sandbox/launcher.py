@@ -54,6 +54,7 @@ def spawn_monitor(config: SandboxConfig, pool: str | None = None,
     """
     layout = config.layout
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    layout.qemu_dir.mkdir(exist_ok=True, mode=0o700)
     config.save()
     argv = [sys.executable, "-m", "cocoon.sandbox.monitor", str(layout.root)]
     read_fd = write_fd = -1

@@ -45,20 +45,27 @@ class Layout:
         return self.root / "shim.sock"
 
     @property
+    def qemu_dir(self) -> Path:
+        """QEMU's own files (its sockets, virtiofsd's, the console log): the one directory
+        of the sandbox QEMU's mount namespace holds (`cocoon.hypervisor.jail`); the
+        monitor's socket, state and share stay out of its sight."""
+        return self.root / "vm"
+
+    @property
     def qmp_socket(self) -> Path:
-        return self.root / "qmp.sock"
+        return self.qemu_dir / "qmp.sock"
 
     @property
     def agent_socket(self) -> Path:
-        return self.root / "agent.sock"
+        return self.qemu_dir / "agent.sock"
 
     @property
     def virtiofs_socket(self) -> Path:
-        return self.root / "vfs.sock"
+        return self.qemu_dir / "vfs.sock"
 
     @property
     def console_log(self) -> Path:
-        return self.root / "console.log"
+        return self.qemu_dir / "console.log"
 
     @property
     def monitor_log(self) -> Path:

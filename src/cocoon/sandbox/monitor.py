@@ -98,12 +98,13 @@ class Monitor:
         """Start the VM (a clone of a template, else a cold boot), wait for its agent, and make
         it this sandbox's: share mounted, network configured. A pool member (`pool_template`)
         stops after the clone is up and warm, and is made a sandbox by `claim`."""
+        self.layout.qemu_dir.mkdir(exist_ok=True, mode=0o700)
         decision = await accel_mod.choose_accel_async(
             cache_dir=Path(self.config.asset_dir) if self.config.asset_dir else None)
         self.accel = decision.accel
         boot = await asyncio.to_thread(vmstart.guest_boot, self.config, decision)
         self.kernel = boot.kernel
-        template = await vmstart.obtain_template(self.config, boot, self.layout.root,
+        template = await vmstart.obtain_template(self.config, boot, self.layout.qemu_dir,
                                                  default_memory_mib=sizing.VM_MEMORY_MIB)
         if self.pool_template is not None and (template is None
                                                or template.name != self.pool_template):

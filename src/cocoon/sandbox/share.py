@@ -22,6 +22,7 @@ from pathlib import Path
 from cocoon.errors import ConfigError, SandboxError
 from cocoon.linux import syscalls as sc
 from cocoon.linux.mounts import PROPAGATION
+from cocoon.linux.paths import make_in_root
 
 logger = logging.getLogger("cocoon.sandbox.share")
 
@@ -102,21 +103,35 @@ class Share:
               propagation: Sequence[int] = (SLAVE,)) -> None:
         """Bind `source` at `target`, its propagation set (in order) before it is attached:
         a bind made first and changed afterwards would already have handed its copy in
-        virtiofsd's namespace to the source's peers, beyond the reach of a later change."""
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch(exist_ok=True)
-        tree = sc.open_tree_clone(str(source), recursive)
+        virtiofsd's namespace to the source's peers, beyond the reach of a later change.
+
+        The guest can write in the share, so `target` and its parents are made and opened
+        beneath the share by the kernel, no symlink followed (a guest's `<share>/<id>` ->
+        `/` is refused), and the bind is attached to that descriptor, not to a path. The
+        source is the caller's choice and is followed, as runc does."""
         try:
-            for flag in propagation:
-                sc.set_propagation(tree, flag)
-            sc.move_mount(tree, str(target))
+            root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                at = make_in_root(root_fd, str(target.relative_to(self.root)),
+                                  as_file=not source.is_dir(), in_root=False,
+                                  no_symlinks=True)
+            finally:
+                os.close(root_fd)
+        except OSError as err:
+            raise SandboxError(f"cannot make {target} in the share: "
+                               f"{err.strerror or err}", path=str(target)) from err
+        try:
+            tree = sc.open_tree_clone(str(source), recursive)
+            try:
+                for flag in propagation:
+                    sc.set_propagation(tree, flag)
+                if readonly:
+                    sc.set_readonly(tree)
+                sc.move_mount(tree, str(target), target_fd=at)
+            finally:
+                os.close(tree)
         finally:
-            os.close(tree)
-        if readonly:
-            sc.mount(None, str(target), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+            os.close(at)
 
     def expose_rootfs(self, container_id: str, rootfs: Path, readonly: bool = False) -> str:
         """Bind the container's rootfs into the share; return its path in the guest."""
