@@ -14,6 +14,9 @@
 3. Everything is deleted, and what is left in the private roots (processes, directories) is
    reported: the run fails on any mismatch, failure or leftover.
 
+The same two loads run under runc after, as the baseline of the same run (containers on the
+host, from copies of the same busybox bundle).
+
 Run: .venv/bin/python bench/load.py [--sandboxes 20] [--mb 50] [--containers 10] [--execs 500]
 """
 
@@ -24,11 +27,13 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +42,42 @@ from benchlib import Place, busybox_bundle
 from cocoon.sandbox.launcher import sandbox_processes
 
 CHUNK = 1 << 20
+RUNC = shutil.which("runc") or "runc"
+# runc applies rlimits on the host, where this kind of sandbox caps them
+RLIMITS = [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
+           {"type": "RLIMIT_NPROC", "hard": 1024, "soft": 1024}]
 
 
-def stream_one(place: Place, bundle: Path, cid: str, size: int) -> dict[str, Any]:
-    """`cocoon run` one streaming container; hash its stdout as it arrives."""
+@dataclass
+class Runner:
+    """One runtime's command line and environment: cocoon's (its Place) or runc's."""
+
+    name: str
+    prefix: list[str]
+    env: dict[str, str]
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.prefix, *args]
+
+    def run(self, *args: str, check: bool = True) -> None:
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=err, env=self.env,
+                                  timeout=900, check=False)
+            err.seek(0)
+            if check and proc.returncode != 0:
+                raise SystemExit(f"{self.name} {' '.join(args)}: {err.read().strip()[-500:]}")
+
+
+def stream_one(runner: Runner, bundle: Path, cid: str, size: int) -> dict[str, Any]:
+    """`run` one streaming container in the foreground; hash its stdout as it arrives."""
     digest = hashlib.sha256()
     received = 0
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(place.cocoon("run", "--bundle", str(bundle), cid),
+        proc = subprocess.Popen(runner.argv("run", "--bundle", str(bundle), cid),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                env=place.env())
+                                env=runner.env)
         assert proc.stdout is not None
         first = None
         while chunk := os.read(proc.stdout.fileno(), CHUNK):
@@ -65,14 +95,17 @@ def stream_one(place: Place, bundle: Path, cid: str, size: int) -> dict[str, Any
             "stderr": stderr.strip()[-300:] if status else ""}
 
 
-def streams(place: Place, count: int, megabytes: int) -> dict[str, Any]:
+def streams(runner: Runner, bundles: Path, count: int, megabytes: int) -> dict[str, Any]:
     size = megabytes * 1_000_000
     script = (f"exec 3>&1; head -c {size} /dev/urandom | tee /proc/self/fd/3 | "
               "sha256sum >&2")
-    bundle = busybox_bundle(place.bundles / "stream", ["sh", "-c", script])
+    bundle = busybox_bundle(bundles / f"stream-{runner.name}", ["sh", "-c", script])
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["rlimits"] = RLIMITS
+    (bundle / "config.json").write_text(json.dumps(spec))
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-        results = list(pool.map(lambda i: stream_one(place, bundle, f"stream{i}", size),
+        results = list(pool.map(lambda i: stream_one(runner, bundle, f"stream{i}", size),
                                 range(count)))
     wall = time.perf_counter() - started
     total = sum(r["bytes"] for r in results)
@@ -85,24 +118,28 @@ def streams(place: Place, count: int, megabytes: int) -> dict[str, Any]:
             "errors": [r["stderr"] for r in results if r["stderr"]][:3]}
 
 
-def one_exec(place: Place, cid: str, number: int) -> tuple[bool, float]:
+def one_exec(runner: Runner, cid: str, number: int) -> tuple[bool, float]:
     started = time.perf_counter()
-    result = subprocess.run(place.cocoon("exec", cid, "sh", "-c", f"echo $(({number} * 7))"),
+    result = subprocess.run(runner.argv("exec", cid, "sh", "-c", f"echo $(({number} * 7))"),
                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            env=place.env(), timeout=300, check=False)
+                            env=runner.env, timeout=300, check=False)
     elapsed = time.perf_counter() - started
     return result.returncode == 0 and result.stdout.strip() == str(number * 7), elapsed
 
 
-def exec_storm(place: Place, containers: int, execs: int, parallel: int) -> dict[str, Any]:
-    bundle = busybox_bundle(place.bundles / "sleeper", ["sleep", "100000"])
+def exec_storm(runner: Runner, bundles: Path, containers: int, execs: int,
+               parallel: int) -> dict[str, Any]:
+    bundle = busybox_bundle(bundles / f"sleeper-{runner.name}", ["sleep", "100000"])
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["rlimits"] = RLIMITS
+    (bundle / "config.json").write_text(json.dumps(spec))
     ids = [f"storm{i}" for i in range(containers)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=containers) as pool:
-        list(pool.map(lambda cid: place.run("run", "--detach", "--bundle", str(bundle), cid),
+        list(pool.map(lambda cid: runner.run("run", "--detach", "--bundle", str(bundle), cid),
                       ids))
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-        results = list(pool.map(lambda n: one_exec(place, ids[n % containers], n),
+        results = list(pool.map(lambda n: one_exec(runner, ids[n % containers], n),
                                 range(execs)))
     wall = time.perf_counter() - started
     latencies = sorted(seconds for _, seconds in results)
@@ -130,16 +167,21 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     place = Place.make("cload-")
+    cocoon = Runner("cocoon", place.cocoon(), place.env())
+    runc = Runner("runc", [RUNC, "--root", str(place.base / "runc-state")], dict(os.environ))
     report: dict[str, Any] = {}
     try:
         # the template is built once before the storm of starts, as on a host in use
         place.run("run", "--bundle", str(busybox_bundle(place.bundles / "warm", ["true"])),
                   "warm", timeout=900)
-        report["streams"] = streams(place, args.sandboxes, args.mb)
-        storm = exec_storm(place, args.containers, args.execs, args.parallel)
-        for cid in storm.pop("ids"):
-            place.run("delete", "--force", cid, check=False)
-        report["exec_storm"] = storm
+        for runner in (cocoon, runc):
+            report[f"streams {runner.name}"] = streams(runner, place.bundles, args.sandboxes,
+                                                       args.mb)
+            storm = exec_storm(runner, place.bundles, args.containers, args.execs,
+                               args.parallel)
+            for cid in storm.pop("ids"):
+                runner.run("delete", "--force", cid, check=False)
+            report[f"exec storm {runner.name}"] = storm
         time.sleep(1.0)
         report["leftovers"] = leftovers(place)
     finally:
@@ -147,18 +189,21 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        s, e = report["streams"], report["exec_storm"]
-        print(f"{s['sandboxes']} sandboxes at once, {s['megabytes_each']} MB of stdout each: "
-              f"all done in {s['wall_seconds']} s, {s['aggregate_mb_per_s']} MB/s in all, "
-              f"{s['per_sandbox_mb_per_s_median']} MB/s per sandbox (median); checksum "
-              f"mismatches or failures: {len(s['mismatches'])} {s['errors'] or ''}")
-        print(f"exec storm: {e['execs']} execs over {e['containers']} containers, "
-              f"{e['parallel']} at a time: {e['wall_seconds']} s, {e['execs_per_s']}/s, "
-              f"latency median {e['latency_median_ms']} ms, p95 {e['latency_p95_ms']} ms; "
-              f"failures: {e['failures']}")
+        for name in ("cocoon", "runc"):
+            s, e = report[f"streams {name}"], report[f"exec storm {name}"]
+            print(f"{name}: {s['sandboxes']} containers at once, {s['megabytes_each']} MB of "
+                  f"stdout each: all done in {s['wall_seconds']} s, {s['aggregate_mb_per_s']} "
+                  f"MB/s in all, {s['per_sandbox_mb_per_s_median']} MB/s per container "
+                  f"(median); checksum mismatches or failures: {len(s['mismatches'])} "
+                  f"{s['errors'] or ''}")
+            print(f"{name}: exec storm, {e['execs']} execs over {e['containers']} containers, "
+                  f"{e['parallel']} at a time: {e['wall_seconds']} s, {e['execs_per_s']}/s, "
+                  f"latency median {e['latency_median_ms']} ms, p95 {e['latency_p95_ms']} ms; "
+                  f"failures: {e['failures']}")
         print(f"left behind: {report['leftovers'] or 'nothing'}")
-    failed = report["streams"]["mismatches"] or report["exec_storm"]["failures"] or \
-        report["leftovers"]
+    failed = report["leftovers"] or any(
+        report[f"streams {n}"]["mismatches"] or report[f"exec storm {n}"]["failures"]
+        for n in ("cocoon", "runc"))
     return 1 if failed else 0
 
 
