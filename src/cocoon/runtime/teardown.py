@@ -85,9 +85,33 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
             sharing.remove(layout, state.id)
         else:
             await stop_sandbox_async(layout, grace=STOP_GRACE)
+    namespaces = {ns for ns in (mount_namespace(pid) for pid, _ in shims) if ns}
+    namespaces.discard(mount_namespace(os.getpid()))  # a shim that could not make its own
     for pid, start in shims:
         kill_quietly(pid, start)
+    # a shim's mount namespace (a copy of the host's, taken at its start) holds the engine's
+    # mounts of that moment, such as podman's /dev/shm tmpfs: the engine unmounts and removes
+    # them once delete returns, so delete returns once no process is left in one
+    await namespaces_gone(namespaces, timeout=DEAD_WAIT)
     hostcgroups.remove(state)
+
+
+def mount_namespace(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+async def namespaces_gone(namespaces: set[int], timeout: float) -> None:
+    """Wait until no live process is in any of the mount namespaces (inode numbers)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while namespaces and loop.time() < deadline:
+        if not any(mount_namespace(int(entry)) in namespaces
+                   for entry in os.listdir("/proc") if entry.isdigit()):
+            return
+        await asyncio.sleep(0.02)
 
 
 def stop_quietly(layout: Layout) -> None:
