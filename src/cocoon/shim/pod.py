@@ -21,16 +21,12 @@ from pathlib import Path
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.hostcgroup import HostCgroup
 from cocoon.oci.spec import LinuxNamespace, Spec
+from cocoon.runtime import hostcgroups
 from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec, on_host_network
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
-from cocoon.sandbox.launcher import (
-    SandboxHandle,
-    sandbox_processes,
-    start_sandbox,
-    stop_sandbox_async,
-)
+from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
 from cocoon.sandbox.layout import Layout, SandboxConfig
 from cocoon.sandbox.share import Share, remove_vm_dir
 from cocoon.shim.address import PodRef
@@ -128,7 +124,7 @@ class Pod:
             try:
                 if cgroup is not None and self.layout.root != self.home:
                     # a pool member: started elsewhere, moved in now
-                    cgroup.enter(sandbox_processes(self.layout.root, shims=False))
+                    hostcgroups.adopt_sandbox(cgroup, self.layout)
                 self.cgroup = cgroup
                 self._client = await self.handle.connect(timeout=10.0)
             except BaseException:
