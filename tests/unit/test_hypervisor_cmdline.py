@@ -16,6 +16,7 @@ from cocoon.hypervisor.config import (
     VMConfig,
     VMConfigError,
 )
+from cocoon.hypervisor.hostclock import host_tsc_khz
 
 
 def make(**overrides: Any) -> VMConfig:
@@ -287,3 +288,24 @@ def test_fd_backend_needs_an_fd_and_others_take_none() -> None:
 def test_balloon_reports_free_pages() -> None:
     assert devices(build_command(make(balloon=True)), "virtio-balloon-pci") == [
         "virtio-balloon-pci,id=balloon0,free-page-reporting=on"]
+
+
+def test_microvm_under_tcg_is_handed_the_tsc_rate_it_cannot_calibrate() -> None:
+    """microvm has no HPET or PM timer: without the rate the kernel hangs in one boot of four."""
+    assert "tsc_early_khz=2596134" in kernel_command_line(
+        make(machine="microvm", accel="tcg", tsc_khz=2596134)).split()
+    for other in (make(machine="pc", accel="tcg", tsc_khz=2596134),
+                  make(machine="microvm", accel="kvm", tsc_khz=2596134),
+                  make(machine="microvm", accel="tcg")):
+        assert "tsc_early_khz" not in kernel_command_line(other)
+    # the caller's own value wins
+    assert kernel_command_line(make(machine="microvm", accel="tcg", tsc_khz=1,
+                                    kernel_args=("tsc_early_khz=5",))).count("tsc_early_khz") == 1
+
+
+def test_the_host_tsc_rate_comes_from_cpuinfo() -> None:
+    assert host_tsc_khz("processor\t: 0\ncpu MHz\t\t: 2596.134\ncpu MHz : 1.0\n") == 2596134
+    assert host_tsc_khz("processor\t: 0\n") is None
+    assert host_tsc_khz("cpu MHz\t: unknown\n") is None
+    here = host_tsc_khz()  # this host's, whatever it has
+    assert here is None or here > 0

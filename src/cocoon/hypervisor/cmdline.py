@@ -78,6 +78,9 @@ def kernel_command_line(config: VMConfig) -> str:
     if "debug" in keys or "loglevel" in keys:
         keys.add("quiet")  # asking for kernel messages means not silencing them
     defaults = [arg for arg in DEFAULT_KERNEL_ARGS if _arg_key(arg) not in keys]
+    if (config.machine == "microvm" and config.accel == "tcg" and config.tsc_khz is not None
+            and "tsc_early_khz" not in keys):
+        defaults.append(f"tsc_early_khz={config.tsc_khz}")  # see cocoon.hypervisor.hostclock
     return " ".join([*defaults, *config.kernel_args])
 
 
@@ -94,8 +97,7 @@ def _machine(config: VMConfig) -> str:
     options: list[str] = [config.machine]
     if config.machine == "microvm":
         # A PCIe host bridge keeps the guest's drivers identical on every machine type
-        # (virtio-pci); microvm's virtio-mmio devices also stall the 6.1 kernel's TSC
-        # calibration under TCG unless the PIT is forced on.
+        # (virtio-pci).
         options.append("pcie=on")
     if config.memory_backend is not None:
         options.append("memory-backend=ram")

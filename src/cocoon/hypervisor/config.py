@@ -144,6 +144,10 @@ class VMConfig:
     # QEMU in a mount namespace of its own that holds only what this VM needs (`jail`); it
     # changes no option of QEMU's, so a template and its clones may differ in it
     own_root: bool = True
+    # The guest TSC's rate, given to the kernel (`tsc_early_khz`) on microvm under TCG, where
+    # the machine has no clock to calibrate it against (`cocoon.hypervisor.hostclock`);
+    # QemuVM fills it from the host when it is None.
+    tsc_khz: int | None = None
 
     def __post_init__(self) -> None:
         validate(self)

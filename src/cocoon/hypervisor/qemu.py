@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from cocoon.errors import HypervisorError, VMDiedError
 from cocoon.hypervisor import hotplug, jail
 from cocoon.hypervisor.cmdline import build_command
 from cocoon.hypervisor.config import NetInterface, VirtioFsShare, VMConfig
+from cocoon.hypervisor.hostclock import host_tsc_khz
 
 logger = logging.getLogger("cocoon.hypervisor.qemu")
 
@@ -108,6 +110,9 @@ class QemuVM:
             raise HypervisorError(f"VM {self.config.name} was already started",
                                   vm=self.config.name, pid=self._proc.pid)
         _preflight(self.config)
+        if (self.config.machine == "microvm" and self.config.accel == "tcg"
+                and self.config.tsc_khz is None):
+            self.config = dataclasses.replace(self.config, tsc_khz=host_tsc_khz())
         argv = build_command(self.config)
         logger.debug("vm %s: %s", self.config.name, " ".join(argv))
         log_fd = _open_console_log(self.config.console_log)
