@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cocoon.errors import SandboxError
@@ -24,17 +26,57 @@ VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 _PR_SET_PDEATHSIG = 1
 
 
-def command(listen_fd: int, source: Path, binary: Path = VIRTIOFSD) -> list[str]:
-    return [
+CACHE_MODES = ("auto", "always", "none")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How virtiofsd serves the share; bench/share.py measures the choices.
+
+    `cache=auto` keeps the guest's view of a file current within a second of a host change
+    (a bind volume is shared with the host); `always` trusts the guest's cache for good and
+    `none` caches nothing. `threads=0` handles requests on the queue's own thread (virtiofsd's
+    default); `writeback` lets the guest's page cache absorb writes.
+    """
+
+    cache: str = "auto"
+    threads: int = 0
+    writeback: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Tuning:
+        """COCOON_VIRTIOFS_CACHE, COCOON_VIRTIOFS_THREADS, COCOON_VIRTIOFS_WRITEBACK (0/1)."""
+        env = os.environ if env is None else env
+        cache = env.get("COCOON_VIRTIOFS_CACHE", "auto")
+        if cache not in CACHE_MODES:
+            raise SandboxError(f"COCOON_VIRTIOFS_CACHE={cache!r}: must be one of "
+                               f"{', '.join(CACHE_MODES)}")
+        raw = env.get("COCOON_VIRTIOFS_THREADS", "0")
+        if not raw.isdigit() or int(raw) > 64:
+            raise SandboxError(f"COCOON_VIRTIOFS_THREADS={raw!r}: must be 0 to 64")
+        writeback = env.get("COCOON_VIRTIOFS_WRITEBACK", "0")
+        if writeback not in ("0", "1"):
+            raise SandboxError(f"COCOON_VIRTIOFS_WRITEBACK={writeback!r}: must be 0 or 1")
+        return cls(cache, int(raw), writeback == "1")
+
+
+def command(listen_fd: int, source: Path, binary: Path = VIRTIOFSD,
+            tuning: Tuning = Tuning()) -> list[str]:
+    argv = [
         str(binary),
         f"--fd={listen_fd}",
         "-o", f"source={source}",
-        "-o", "cache=auto",
+        "-o", f"cache={tuning.cache}",
         "-o", "sandbox=namespace",
         "-o", "announce_submounts",
         "-o", "log_level=warn",
         "--rlimit-nofile=0",  # keep the caller's limit: raising it fails in capped sandboxes
     ]
+    if tuning.writeback:
+        argv += ["-o", "writeback"]
+    if tuning.threads:
+        argv.append(f"--thread-pool-size={tuning.threads}")
+    return argv
 
 
 def _die_with_parent() -> None:
@@ -76,7 +118,7 @@ class Virtiofsd:
             listener.listen(1)
             with open(self.log, "ab") as log:
                 self.proc = await asyncio.create_subprocess_exec(
-                    *command(listener.fileno(), self.source),
+                    *command(listener.fileno(), self.source, tuning=Tuning.from_env()),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                     pass_fds=(listener.fileno(),), preexec_fn=_die_with_parent)
         finally:
