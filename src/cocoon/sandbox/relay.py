@@ -25,13 +25,12 @@ from dataclasses import dataclass
 
 from cocoon.errors import CocoonError, RPCError
 from cocoon.sandbox.agentclient import AgentClient
+from cocoon.sandbox.stdinpipe import STDIN_CHUNK, write_pipelined
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.sandbox.relay")
 
 READ_SIZE = 1 << 20
-STDIN_CHUNK = 256 << 10
-STDIN_IN_FLIGHT = 4
 DRAIN_AFTER_EXIT = 5.0  # seconds to keep reading output after the process exited
 # signals a stand-in must not forward: they are about the stand-in itself
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGURG,
@@ -152,34 +151,7 @@ class ProcessRelay:
                 transport.close()
 
     async def _write_pipelined(self, chunks: AsyncIterator[bytes]) -> None:
-        """WriteStdin with up to STDIN_IN_FLIGHT calls outstanding, in order.
-
-        Requests leave in the order the chunks were read, and the agent applies a process's
-        writes in arrival order (its stdin lock is FIFO), so the bytes keep their order while
-        the host->guest channel and the guest's work overlap.
-        """
-        window = asyncio.Semaphore(STDIN_IN_FLIGHT)
-        sent: list[asyncio.Task[int]] = []
-
-        async def write(data: bytes) -> int:
-            try:
-                return await self.agent.write_stdin(self.cid, self.eid, data,
-                                                    timeout=NO_CALL_TIMEOUT)
-            finally:
-                window.release()
-
-        try:
-            async for data in chunks:
-                await window.acquire()
-                for task in sent:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
-                sent = [t for t in sent if not t.done()]
-                sent.append(asyncio.create_task(write(data)))
-            await asyncio.gather(*sent)
-        finally:
-            for task in sent:
-                task.cancel()
+        await write_pipelined(self.agent, self.cid, self.eid, chunks)
 
     @staticmethod
     async def _stream_reads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:

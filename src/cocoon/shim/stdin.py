@@ -12,16 +12,22 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 
 from cocoon.errors import CocoonError, RPCError
 from cocoon.sandbox.agentclient import AgentClient
+from cocoon.sandbox.stdinpipe import STDIN_CHUNK, write_pipelined
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.shim.stdin")
 
-CHUNK = 64 * 1024
 CLOSE_GRACE = 2.0  # seconds CloseIO waits for the copy to reach the fifo's end
 PROCESS_GONE = (StatusCode.NOT_FOUND, StatusCode.FAILED_PRECONDITION)
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while data := await reader.read(STDIN_CHUNK):
+        yield data
 
 
 class StdinPump:
@@ -38,14 +44,13 @@ class StdinPump:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=CHUNK)
+        reader = asyncio.StreamReader(limit=STDIN_CHUNK)
         pipe = os.fdopen(os.dup(self.fd), "rb", buffering=0)
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe)
         try:
-            while data := await reader.read(CHUNK):
-                await self.agent.write_stdin(self.container_id, self.exec_id, data,
-                                             timeout=None)
+            await write_pipelined(self.agent, self.container_id, self.exec_id,
+                                  _chunks(reader))
         except RPCError as err:
             if err.code not in PROCESS_GONE:
                 logger.warning("stdin of %s: %s", self.container_id, err)
