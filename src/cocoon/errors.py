@@ -126,3 +126,10 @@ class NetworkError(CocoonError):
 
 class HostCheckError(CocoonError):
     """The host cannot run VMs (missing QEMU, no memory, ...)."""
+
+
+# --- operations ----------------------------------------------------------------------------------
+
+
+class InstallError(CocoonError):
+    """An engine's configuration cannot be merged (or unmerged) as asked; the message names why."""

@@ -44,6 +44,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "assets": ("assets", "build or inspect the guest kernel and images"),
     "demo": ("demo", "run a busybox container in its own VM"),
     "template": ("template", "build, list or remove the VM templates sandboxes start from"),
+    "install": ("install", "add Cocoon's runtime handler to a container engine's configuration"),
+    "uninstall": ("install",
+                  "remove Cocoon's runtime handler from a container engine's configuration"),
 }
 
 # Verbs that log nothing of their own: for them the logging machinery (about 8 ms of imports)
