@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocoon.agent import ports, trim, warmup
+from cocoon.agent import gueststats, ports, trim, warmup
 from cocoon.agent.service import AgentService
 from cocoon.protocols.gen import guest_pb2
 from cocoon.ttrpc.server import CallContext
@@ -47,3 +47,9 @@ class GuestAgentService:
                         ctx: CallContext) -> guest_pb2.PortCloseResponse:
         await self.ports.close(request.connection, request.write_only)
         return guest_pb2.PortCloseResponse()
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    async def GuestStats(self, request: guest_pb2.GuestStatsRequest,
+                         ctx: CallContext) -> guest_pb2.GuestStatsResponse:
+        return gueststats.read()

@@ -44,6 +44,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "assets": ("assets", "build or inspect the guest kernel and images"),
     "demo": ("demo", "run a busybox container in its own VM"),
     "template": ("template", "build, list or remove the VM templates sandboxes start from"),
+    "metrics": ("metrics", "expose the host's sandboxes to Prometheus"),
     "install": ("install", "add Cocoon's runtime handler to a container engine's configuration"),
     "uninstall": ("install",
                   "remove Cocoon's runtime handler from a container engine's configuration"),

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from cocoon.errors import ConfigError, ContainerStateError, SandboxError
+from cocoon.metrics import labels as metric_labels
 from cocoon.oci import convert
 from cocoon.oci.bundle import Bundle, load_bundle
 from cocoon.oci.spec import Spec
@@ -133,7 +134,8 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
         config = SandboxConfig(sandbox_id=state.id, vm_dir=str(layout.root),
                                memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
                                netns=netns_of(spec), host_network=guestspec.on_host_network(spec),
-                               debug=debug, cgroup_procs=cgroup.procs_files)
+                               debug=debug, cgroup_procs=cgroup.procs_files,
+                               extra={"labels": metric_labels.from_annotations(spec.annotations)})
         handle = start_sandbox(config)
         # a sandbox from the warm pool lives in the pool member's directory
         if handle.layout.root != layout.root:

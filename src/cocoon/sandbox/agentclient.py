@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -48,6 +50,10 @@ PORT_CHUNK = 256 << 10  # a forwarded connection's bytes per call, each way
 MAX_MIRRORED_PORTS = 256  # guest ports the host mirrors at most
 PID_MAX = 1 << 22       # the kernel's highest pid_max (PID_MAX_LIMIT on 64-bit)
 MAX_PIDS = 1 << 16      # pids a process list may name
+MAX_GUEST_MEMORY = 1 << 44       # 16 TiB: more than any VM Cocoon starts
+MAX_GUEST_CPUS = 1024
+MAX_GUEST_CPU_SECONDS = 1e12     # about 30,000 years of one CPU
+MAX_GUEST_LOAD = 1e6
 
 
 class AgentClient:
@@ -334,3 +340,45 @@ class AgentClient:
         await self.ttrpc.call(GUEST, "PortClose", guest_pb2.PortCloseRequest(
             connection=connection, write_only=write_only), guest_pb2.PortCloseResponse,
             timeout=timeout)
+
+    # --- metrics (cocoon.GuestAgent) ------------------------------------------------------------
+
+    async def guest_stats(self, *, timeout: float | None = QUICK_TIMEOUT) -> GuestStats:
+        """The guest's memory, CPU time and load; what the guest says is bounded and checked."""
+        response = await self.ttrpc.call(GUEST, "GuestStats", guest_pb2.GuestStatsRequest(),
+                                         guest_pb2.GuestStatsResponse, timeout=timeout)
+        return GuestStats.checked(response)
+
+
+@dataclass(frozen=True)
+class GuestStats:
+    memory_total_bytes: int
+    memory_available_bytes: int
+    cpu_user_seconds: float
+    cpu_system_seconds: float
+    cpu_idle_seconds: float
+    load1: float
+    load5: float
+    load15: float
+    cpus: int
+
+    @classmethod
+    def checked(cls, response: guest_pb2.GuestStatsResponse) -> GuestStats:
+        """Refuse figures no guest can have (the guest is untrusted: a lie must not reach a
+        dashboard as a plausible number, nor break the exposition with NaN or infinity)."""
+        seconds = (response.cpu_user_seconds, response.cpu_system_seconds,
+                   response.cpu_idle_seconds)
+        loads = (response.load1, response.load5, response.load15)
+        if not all(math.isfinite(v) and 0 <= v < MAX_GUEST_CPU_SECONDS for v in seconds):
+            raise AgentError(f"the guest reported impossible CPU times {seconds}")
+        if not all(math.isfinite(v) and 0 <= v < MAX_GUEST_LOAD for v in loads):
+            raise AgentError(f"the guest reported an impossible load {loads}")
+        if not (0 < response.memory_total_bytes <= MAX_GUEST_MEMORY
+                and response.memory_available_bytes <= response.memory_total_bytes):
+            raise AgentError(f"the guest reported impossible memory figures "
+                             f"({response.memory_available_bytes} of "
+                             f"{response.memory_total_bytes} bytes available)")
+        if not 0 < response.cpus <= MAX_GUEST_CPUS:
+            raise AgentError(f"the guest reported {response.cpus} CPUs")
+        return cls(response.memory_total_bytes, response.memory_available_bytes, *seconds,
+                   *loads, response.cpus)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.hostcgroup import HostCgroup
+from cocoon.metrics import labels as metric_labels
 from cocoon.oci.spec import LinuxNamespace, Spec
 from cocoon.runtime import hostcgroups
 from cocoon.runtime.guestspec import CONTAINER_NS_PREFIX, guest_spec, on_host_network
@@ -114,7 +115,8 @@ class Pod:
                 sandbox_id=self.id, vm_dir=str(self.home), memory_mib=vm_memory_mib(spec),
                 hostname=spec.hostname or "", netns=network_namespace(spec),
                 host_network=on_host_network(spec), debug=self.debug,
-                cgroup_procs=cgroup.procs_files if cgroup is not None else ())
+                cgroup_procs=cgroup.procs_files if cgroup is not None else (),
+                extra={"labels": metric_labels.from_annotations(spec.annotations)})
             logger.info("pod %s: starting its VM in %s", self.id, self.home)
             self.handle = await asyncio.to_thread(start_sandbox, config)
             if self.handle.layout.root != self.home:

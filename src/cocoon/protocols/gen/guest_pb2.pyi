@@ -6,6 +6,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GuestStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GuestStatsResponse(_message.Message):
+    __slots__ = ("memory_total_bytes", "memory_available_bytes", "cpu_user_seconds", "cpu_system_seconds", "cpu_idle_seconds", "load1", "load5", "load15", "cpus", "processes")
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_USER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SYSTEM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LOAD1_FIELD_NUMBER: _ClassVar[int]
+    LOAD5_FIELD_NUMBER: _ClassVar[int]
+    LOAD15_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    memory_total_bytes: int
+    memory_available_bytes: int
+    cpu_user_seconds: float
+    cpu_system_seconds: float
+    cpu_idle_seconds: float
+    load1: float
+    load5: float
+    load15: float
+    cpus: int
+    processes: int
+    def __init__(self, memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., cpu_user_seconds: _Optional[float] = ..., cpu_system_seconds: _Optional[float] = ..., cpu_idle_seconds: _Optional[float] = ..., load1: _Optional[float] = ..., load5: _Optional[float] = ..., load15: _Optional[float] = ..., cpus: _Optional[int] = ..., processes: _Optional[int] = ...) -> None: ...
+
 class ListeningPortsRequest(_message.Message):
     __slots__ = ("known", "wait_ms")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
