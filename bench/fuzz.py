@@ -290,7 +290,7 @@ class FakeWriter:
 
 
 def round_proxy(mut: Mutator, report: Report, count: int) -> None:
-    from cocoon.sandbox.proxy import _Client
+    from cocoon.sandbox.proxyclient import ProxyClient
     from cocoon.ttrpc.frame import FrameDecoder
 
     rng = mut.rng
@@ -298,7 +298,7 @@ def round_proxy(mut: Mutator, report: Report, count: int) -> None:
     agent = FakeWriter()
     proxy._agent_writer = agent  # type: ignore[assignment]
     local = FakeWriter()
-    client = _Client("client-1", local)  # type: ignore[arg-type]
+    client = ProxyClient("client-1", local)  # type: ignore[arg-type]
     behind = ClientConnection()  # the local client's own view of its calls
     opened = open_streams(behind, rng)
     decoder = FrameDecoder()
@@ -314,6 +314,7 @@ def round_proxy(mut: Mutator, report: Report, count: int) -> None:
             from_agent.feed(chunk)
             for frame in from_agent:
                 drive(proxy._from_agent(frame))
+                local.out += client.take()  # what the client's pump would write
             if len(proxy._routes) > len(opened) or len(client.streams) > len(opened):
                 raise Crash(f"{len(proxy._routes)} routes after opening {len(opened)}")
     except CocoonError as err:
@@ -330,11 +331,11 @@ class LongProxy:
     """One proxy and one local client kept across rounds, as in a monitor that runs for days."""
 
     def __init__(self) -> None:
-        from cocoon.sandbox.proxy import _Client
+        from cocoon.sandbox.proxyclient import ProxyClient
 
         self.proxy = AgentProxy("fuzz-long")
         self.proxy._agent_writer = FakeWriter()  # type: ignore[assignment]
-        self.client = _Client("client-1", FakeWriter())  # type: ignore[arg-type]
+        self.client = ProxyClient("client-1", FakeWriter())  # type: ignore[arg-type]
         self.next_sid = 1
 
 
@@ -365,6 +366,7 @@ def round_proxy_long(mut: Mutator, report: Report, count: int) -> None:
             decoder.feed(chunk)
             for frame in decoder:
                 drive(proxy._from_agent(frame))
+                long.client.take()  # what the client's pump would write
     except CocoonError as err:
         report.typed[f"proxy {type(err).__name__}"] += 1
         drive(proxy.fail_pending("fuzz: the connection broke"))  # what the monitor does
@@ -373,8 +375,8 @@ def round_proxy_long(mut: Mutator, report: Report, count: int) -> None:
         if not unary and rng.random() < 0.5:
             final = Frame(sid, 3, 5)
         drive(proxy._from_agent(Frame(*split_frame(encode_frame(final)))))
+        long.client.take()
     long.proxy._agent_writer.out.clear()  # type: ignore[union-attr]
-    long.client.writer.out.clear()  # type: ignore[attr-defined]
     if proxy._routes or long.client.streams:
         raise Crash(f"{len(proxy._routes)} routes and {len(long.client.streams)} client "
                     "streams outlive calls the agent finished")

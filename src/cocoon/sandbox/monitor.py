@@ -402,7 +402,7 @@ class Monitor:
         mine, theirs = socket.socketpair()
         reader, writer = await asyncio.open_unix_connection(sock=theirs)
         self._tasks.append(asyncio.create_task(
-            self.proxy.serve_client(reader, writer), name="internal-client"))
+            self.proxy.serve_client(reader, writer, droppable=False), name="internal-client"))
         r, w = await asyncio.open_unix_connection(sock=mine)
         return AgentClient.over(r, w, peer=f"sandbox {self.id}")
 
