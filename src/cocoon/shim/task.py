@@ -21,7 +21,7 @@ from pathlib import Path
 from google.protobuf import empty_pb2
 
 from cocoon import __version__
-from cocoon.errors import CocoonError, ConfigError, RPCError
+from cocoon.errors import AgentError, CocoonError, ConfigError, RPCError
 from cocoon.hostcgroup.path import looks_systemd
 from cocoon.oci import convert
 from cocoon.oci.bundle import load_bundle
@@ -51,6 +51,7 @@ EMPTY = empty_pb2.Empty()
 CALL_TIMEOUT = 60.0
 LOST_STATUS = 137  # the VM went away: the process is as dead as SIGKILL makes it
 KILL_WAIT = 5.0
+OOM_LIE_PAUSE = 1.0  # after an OOM event the guest made up, before asking again
 TOLERATED = (StatusCode.NOT_FOUND, StatusCode.UNAVAILABLE, StatusCode.FAILED_PRECONDITION)
 
 
@@ -128,6 +129,10 @@ class TaskService:
         while True:
             try:
                 container_id = await self.agent.get_oom_event()
+            except AgentError as err:  # a guest's lie: refused, and the watch goes on
+                logger.warning("OOM watch: %s", err)
+                await asyncio.sleep(OOM_LIE_PAUSE)
+                continue
             except CocoonError as err:
                 logger.debug("OOM watch ends: %s", err)
                 return
