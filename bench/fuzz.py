@@ -12,13 +12,17 @@ does and feeds a burst of mutated seeds, in random chunks, to one of the targets
               `ClientConnection` standing for the local client behind it;
 - validators: each typed method of `AgentClient` answered with the mutated reply payloads;
 - relay:      `ProcessRelay.run()` against a guest whose output, stdin counts and exit status are
-              decoded from mutated frames (fewer rounds: each is a small event-loop run).
+              decoded from mutated frames (fewer rounds: each is a small event-loop run);
+- task:       the containerd shim's `TaskService` behind its ttrpc server, sent mutated requests
+              of every method (`fuzztask.py`: what containerd, or whoever reaches the shim's
+              socket, may send it).
 
 Mutations: lying lengths (short, long, beyond 4 MiB, 2^32-1), unknown types and flags, stream
 ids never opened / zero / even / huge, data after close, repeated responses, truncated and
 bit-flipped protobufs, junk fields, random bytes. A crash is any exception that is not a
-`CocoonError` (the project's typed errors), a bound broken (decoder buffer, stream tables,
-proxy routes), or resident memory growing by more than --max-growth MiB after the warm-up.
+`CocoonError` (the project's typed errors), one logged with its traceback by the code under
+test, a bound broken (decoder buffer, stream tables, proxy routes), a hang (the task server),
+or resident memory growing by more than --max-growth MiB after the warm-up.
 Exit status 1 when anything crashed.
 
 Run: .venv/bin/python bench/fuzz.py [--frames 1000000] [--seed N]
@@ -29,17 +33,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import struct
 import sys
+import tempfile
 import time
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fuzztask import Crashes, TaskFuzz
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
@@ -173,6 +178,7 @@ class Crash(Exception):
 class Report:
     def __init__(self) -> None:
         self.frames: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
         self.typed: Counter[str] = Counter()
         self.crashes: dict[str, tuple[int, str]] = {}
 
@@ -498,14 +504,30 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * PAGE / (1 << 20)
 
 
+TASK: list[TaskFuzz] = []
+CRASHES = Crashes()
+
+
+def round_task(mut: Mutator, report: Report, count: int) -> None:
+    if not TASK:
+        TASK.append(TaskFuzz(mut.rng, mut.data))
+    report.frames["task"] += count
+    TASK[0].round(count, CRASHES)
+
+
 TARGETS: dict[str, tuple[Callable[[Mutator, Report, int], None], float]] = {
     "client": (round_client, 0.4), "server": (round_server, 0.1),
     "proxy": (round_proxy, 0.2), "proxy-long": (round_proxy_long, 0.1),
-    "validators": (round_validators, 0.2),
+    "validators": (round_validators, 0.2), "task": (round_task, 0.1),
 }
 
 
 def main() -> int:
+    with contextlib.ExitStack() as stack:
+        return fuzz(stack)
+
+
+def fuzz(stack: contextlib.ExitStack) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -514,7 +536,9 @@ def main() -> int:
     parser.add_argument("--max-growth", type=float, default=64.0,
                         help="MiB of resident growth after the warm-up that counts as a crash")
     args = parser.parse_args()
-    logging.disable(logging.CRITICAL)  # the targets log every fault they refuse
+    # the targets log every fault they refuse: only what comes with a traceback is kept (a crash)
+    stack.enter_context(CRASHES.watching("cocoon"))
+    os.chdir(stack.enter_context(tempfile.TemporaryDirectory(prefix="cocoon-fuzz-")))
     rng = random.Random(args.seed)
     mut = Mutator(rng)
     report = Report()
@@ -535,10 +559,16 @@ def main() -> int:
     while done < args.frames:
         name = rng.choices(names, weights)[0]
         count = rng.randint(1, args.burst)
+        began = time.perf_counter()
         try:
             TARGETS[name][0](mut, report, count)
+            if CRASHES.records:
+                record = CRASHES.records.pop()
+                CRASHES.records.clear()
+                raise Crash(f"logged with a traceback: {record.getMessage()[:200]}")
         except Exception as err:
             report.crash(name, err)
+        report.seconds[name] += time.perf_counter() - began
         done += count
         if done % 50_000 < count:
             rss = rss_mib()
@@ -553,7 +583,15 @@ def main() -> int:
     print(f"frames: {total} ({', '.join(f'{k} {v}' for k, v in sorted(report.frames.items()))})")
     print(f"time: {elapsed:.1f} s, frames/s: {total / elapsed:,.0f}")
     print(f"memory: resident peak {peak:.1f} MiB, growth after warm-up {growth:.1f} MiB")
+    for name in sorted(report.seconds):
+        frames = report.frames[name.removesuffix("-long")]
+        print(f"  {name}: {report.seconds[name]:.1f} s" + (
+            f", {frames / report.seconds[name]:,.0f} frames/s" if name == "task" else ""))
     print("typed errors: " + ", ".join(f"{k} {v}" for k, v in report.typed.most_common()))
+    if TASK:
+        print("task server answers: " + ", ".join(
+            f"{k} {v}" for k, v in TASK[0].statuses.most_common()))
+        TASK[0].close()
     print(f"crashes: {sum(c for c, _ in report.crashes.values())}")
     for key, (count, tb) in report.crashes.items():
         print(f"\n== {count} x {key}\n{tb}", file=sys.stderr)

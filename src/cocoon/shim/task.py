@@ -27,6 +27,7 @@ from cocoon.oci import convert
 from cocoon.oci.bundle import load_bundle
 from cocoon.oci.jsonmodel import FieldError
 from cocoon.oci.spec import LinuxResources, Process
+from cocoon.oci.state import validate_id
 from cocoon.protocols.gen import containerd_events_pb2 as ev
 from cocoon.protocols.gen import containerd_task_pb2 as api
 from cocoon.protocols.gen import containerd_types_task_pb2 as types
@@ -144,7 +145,7 @@ class TaskService:
 
     async def Create(self, request: api.CreateTaskRequest,
                      ctx: CallContext) -> api.CreateTaskResponse:
-        cid = request.id
+        cid = validate_id(request.id)  # it names directories and cgroups on the host
         if cid in self.containers:
             raise RPCError(StatusCode.ALREADY_EXISTS, f"container {cid} already exists")
         if request.checkpoint:
