@@ -12,13 +12,17 @@ does and feeds a burst of mutated seeds, in random chunks, to one of the targets
               `ClientConnection` standing for the local client behind it;
 - validators: each typed method of `AgentClient` answered with the mutated reply payloads;
 - relay:      `ProcessRelay.run()` against a guest whose output, stdin counts and exit status are
-              decoded from mutated frames (fewer rounds: each is a small event-loop run).
+              decoded from mutated frames (fewer rounds: each is a small event-loop run);
+- task:       the containerd shim's `TaskService` behind its ttrpc server, sent mutated requests
+              of every method (`fuzztask.py`: what containerd, or whoever reaches the shim's
+              socket, may send it).
 
 Mutations: lying lengths (short, long, beyond 4 MiB, 2^32-1), unknown types and flags, stream
 ids never opened / zero / even / huge, data after close, repeated responses, truncated and
 bit-flipped protobufs, junk fields, random bytes. A crash is any exception that is not a
-`CocoonError` (the project's typed errors), a bound broken (decoder buffer, stream tables,
-proxy routes), or resident memory growing by more than --max-growth MiB after the warm-up.
+`CocoonError` (the project's typed errors), one logged with its traceback by the code under
+test, a bound broken (decoder buffer, stream tables, proxy routes), a hang (the task server),
+or resident memory growing by more than --max-growth MiB after the warm-up.
 Exit status 1 when anything crashed.
 
 Run: .venv/bin/python bench/fuzz.py [--frames 1000000] [--seed N]
@@ -29,17 +33,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import struct
 import sys
+import tempfile
 import time
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fuzztask import Crashes, TaskFuzz
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
@@ -173,6 +178,7 @@ class Crash(Exception):
 class Report:
     def __init__(self) -> None:
         self.frames: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
         self.typed: Counter[str] = Counter()
         self.crashes: dict[str, tuple[int, str]] = {}
 
@@ -290,7 +296,7 @@ class FakeWriter:
 
 
 def round_proxy(mut: Mutator, report: Report, count: int) -> None:
-    from cocoon.sandbox.proxy import _Client
+    from cocoon.sandbox.proxyclient import ProxyClient
     from cocoon.ttrpc.frame import FrameDecoder
 
     rng = mut.rng
@@ -298,7 +304,7 @@ def round_proxy(mut: Mutator, report: Report, count: int) -> None:
     agent = FakeWriter()
     proxy._agent_writer = agent  # type: ignore[assignment]
     local = FakeWriter()
-    client = _Client("client-1", local)  # type: ignore[arg-type]
+    client = ProxyClient("client-1", local)  # type: ignore[arg-type]
     behind = ClientConnection()  # the local client's own view of its calls
     opened = open_streams(behind, rng)
     decoder = FrameDecoder()
@@ -314,6 +320,7 @@ def round_proxy(mut: Mutator, report: Report, count: int) -> None:
             from_agent.feed(chunk)
             for frame in from_agent:
                 drive(proxy._from_agent(frame))
+                local.out += client.take()  # what the client's pump would write
             if len(proxy._routes) > len(opened) or len(client.streams) > len(opened):
                 raise Crash(f"{len(proxy._routes)} routes after opening {len(opened)}")
     except CocoonError as err:
@@ -330,11 +337,11 @@ class LongProxy:
     """One proxy and one local client kept across rounds, as in a monitor that runs for days."""
 
     def __init__(self) -> None:
-        from cocoon.sandbox.proxy import _Client
+        from cocoon.sandbox.proxyclient import ProxyClient
 
         self.proxy = AgentProxy("fuzz-long")
         self.proxy._agent_writer = FakeWriter()  # type: ignore[assignment]
-        self.client = _Client("client-1", FakeWriter())  # type: ignore[arg-type]
+        self.client = ProxyClient("client-1", FakeWriter())  # type: ignore[arg-type]
         self.next_sid = 1
 
 
@@ -365,6 +372,7 @@ def round_proxy_long(mut: Mutator, report: Report, count: int) -> None:
             decoder.feed(chunk)
             for frame in decoder:
                 drive(proxy._from_agent(frame))
+                long.client.take()  # what the client's pump would write
     except CocoonError as err:
         report.typed[f"proxy {type(err).__name__}"] += 1
         drive(proxy.fail_pending("fuzz: the connection broke"))  # what the monitor does
@@ -373,8 +381,8 @@ def round_proxy_long(mut: Mutator, report: Report, count: int) -> None:
         if not unary and rng.random() < 0.5:
             final = Frame(sid, 3, 5)
         drive(proxy._from_agent(Frame(*split_frame(encode_frame(final)))))
+        long.client.take()
     long.proxy._agent_writer.out.clear()  # type: ignore[union-attr]
-    long.client.writer.out.clear()  # type: ignore[attr-defined]
     if proxy._routes or long.client.streams:
         raise Crash(f"{len(proxy._routes)} routes and {len(long.client.streams)} client "
                     "streams outlive calls the agent finished")
@@ -496,14 +504,30 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * PAGE / (1 << 20)
 
 
+TASK: list[TaskFuzz] = []
+CRASHES = Crashes()
+
+
+def round_task(mut: Mutator, report: Report, count: int) -> None:
+    if not TASK:
+        TASK.append(TaskFuzz(mut.rng, mut.data))
+    report.frames["task"] += count
+    TASK[0].round(count, CRASHES)
+
+
 TARGETS: dict[str, tuple[Callable[[Mutator, Report, int], None], float]] = {
     "client": (round_client, 0.4), "server": (round_server, 0.1),
     "proxy": (round_proxy, 0.2), "proxy-long": (round_proxy_long, 0.1),
-    "validators": (round_validators, 0.2),
+    "validators": (round_validators, 0.2), "task": (round_task, 0.1),
 }
 
 
 def main() -> int:
+    with contextlib.ExitStack() as stack:
+        return fuzz(stack)
+
+
+def fuzz(stack: contextlib.ExitStack) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -512,7 +536,9 @@ def main() -> int:
     parser.add_argument("--max-growth", type=float, default=64.0,
                         help="MiB of resident growth after the warm-up that counts as a crash")
     args = parser.parse_args()
-    logging.disable(logging.CRITICAL)  # the targets log every fault they refuse
+    # the targets log every fault they refuse: only what comes with a traceback is kept (a crash)
+    stack.enter_context(CRASHES.watching("cocoon"))
+    os.chdir(stack.enter_context(tempfile.TemporaryDirectory(prefix="cocoon-fuzz-")))
     rng = random.Random(args.seed)
     mut = Mutator(rng)
     report = Report()
@@ -533,10 +559,16 @@ def main() -> int:
     while done < args.frames:
         name = rng.choices(names, weights)[0]
         count = rng.randint(1, args.burst)
+        began = time.perf_counter()
         try:
             TARGETS[name][0](mut, report, count)
+            if CRASHES.records:
+                record = CRASHES.records.pop()
+                CRASHES.records.clear()
+                raise Crash(f"logged with a traceback: {record.getMessage()[:200]}")
         except Exception as err:
             report.crash(name, err)
+        report.seconds[name] += time.perf_counter() - began
         done += count
         if done % 50_000 < count:
             rss = rss_mib()
@@ -551,7 +583,15 @@ def main() -> int:
     print(f"frames: {total} ({', '.join(f'{k} {v}' for k, v in sorted(report.frames.items()))})")
     print(f"time: {elapsed:.1f} s, frames/s: {total / elapsed:,.0f}")
     print(f"memory: resident peak {peak:.1f} MiB, growth after warm-up {growth:.1f} MiB")
+    for name in sorted(report.seconds):
+        frames = report.frames[name.removesuffix("-long")]
+        print(f"  {name}: {report.seconds[name]:.1f} s" + (
+            f", {frames / report.seconds[name]:,.0f} frames/s" if name == "task" else ""))
     print("typed errors: " + ", ".join(f"{k} {v}" for k, v in report.typed.most_common()))
+    if TASK:
+        print("task server answers: " + ", ".join(
+            f"{k} {v}" for k, v in TASK[0].statuses.most_common()))
+        TASK[0].close()
     print(f"crashes: {sum(c for c, _ in report.crashes.values())}")
     for key, (count, tb) in report.crashes.items():
         print(f"\n== {count} x {key}\n{tb}", file=sys.stderr)

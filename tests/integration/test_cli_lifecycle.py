@@ -84,6 +84,7 @@ def test_every_verb_in_every_status(cli: Cli, tmp_path: Path) -> None:
         cli.refused("start", cid, match="already running")
         cli.refused("resume", cid, match="it is running")
         cli.refused("delete", cid, match="it is running")
+        assert_confined(cli.root / cid, state["pid"])
         assert cli("exec", cid, "sh", "-c", "exit 9").returncode == 9
         assert "sh -c" in cli.ok("ps", cid)
         assert json.loads(cli.ok("ps", "--format", "json", cid)) == [state["pid"]]
@@ -115,6 +116,20 @@ def test_every_verb_in_every_status(cli: Cli, tmp_path: Path) -> None:
         cli.refused("state", cid, match=f"container {cid} does not exist")
     finally:
         cli("delete", "--force", cid)
+
+
+def assert_confined(state_dir: Path, shim: int) -> None:
+    """A running container's shim holds no capability; its monitor only what it keeps
+    (cocoon.sandbox.confinement); both with no_new_privs and a bounding set to match."""
+    from cocoon.linux import privileges
+    from cocoon.sandbox import confinement
+
+    monitor = json.loads((state_dir / "state.json").read_text())["monitor_pid"]
+    for pid, want in ((shim, 0), (monitor, confinement.kept(pooled=False))):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            status = privileges.status_of(pid, tid)
+            assert status == {"CapInh": 0, "CapPrm": want, "CapEff": want, "CapBnd": want,
+                              "CapAmb": 0, "NoNewPrivs": 1}, (pid, tid, status)
 
 
 def test_force_delete_of_a_running_container(cli: Cli, tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_ids_in_use_and_unknown_ids(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "-x", "a b", "x" * 2000])
+# "c1\n": a regression, the pattern's $ let a trailing newline through
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "-x", "a b", "x" * 2000, "c1\n"])
 def test_invalid_ids_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="invalid container id"):
         validate_id(bad)

@@ -32,7 +32,8 @@ STORAGE = agent_pb2.Storage(driver="virtio-fs", source="cocoon", fstype="virtiof
                             mount_point="/run/cocoon/shared")
 STATS = agent_pb2.StatsContainerResponse(cgroup_stats=agent_pb2.CgroupStats(
     pids_stats=agent_pb2.PidsStats(current=3, limit=20)))
-DETAILS = agent_pb2.GuestDetailsResponse(kernel_release="6.1.0-cloud-amd64", boot_id="b")
+DETAILS = agent_pb2.GuestDetailsResponse(kernel_release="6.1.0-cloud-amd64",
+                                         boot_id="0b5e4c47-6c1e-4d8e-9a59-05f4b2e9c7a1")
 TRIM = guest_pb2.TrimMemoryResponse(mem_free_bytes=1 << 20, zeroed_bytes=5 << 20, seconds=0.5)
 
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from cocoon.errors import CocoonError, ProtocolError, RPCError
 from cocoon.protocols.gen import agent_pb2, ttrpc_pb2
 from cocoon.sandbox.agentclient import AgentClient
-from cocoon.sandbox.proxy import AgentProxy, _Client
+from cocoon.sandbox.proxy import AgentProxy
+from cocoon.sandbox.proxyclient import ProxyClient
 from cocoon.ttrpc.connection import RequestReceived, ServerConnection
 from cocoon.ttrpc.frame import MAX_DATA_SIZE, Frame, encode_frame, encode_header
 from cocoon.ttrpc.server import Server
@@ -240,6 +241,86 @@ def test_a_flooding_guest_is_held_back_by_a_client_that_does_not_read() -> None:
     run(scenario())
 
 
+def test_a_client_that_stops_reading_is_dropped_once_another_waits() -> None:
+    """A client that stops reading holds the guest back only while nobody else needs the
+    channel: once another client's call is in flight, the one that stopped reading is
+    dropped (its connection closed, its stream failed) and the other is answered."""
+    sent = 0
+
+    async def flood(sid: int, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        chunk = raw(sid, 3, 0, b"\x0a\x80\x80\x04" + b"x" * (64 << 10))
+        for _ in range(2000):  # 128 MiB if nothing took them
+            writer.write(chunk)
+            await writer.drain()
+            sent += 1
+
+    floods: list[asyncio.Task[None]] = []
+
+    async def answer(request: RequestReceived, writer: asyncio.StreamWriter) -> None:
+        if request.method == "ReadStdout":  # flooded beside the other answers
+            floods.append(asyncio.create_task(flood(request.stream_id, writer)))
+        else:
+            writer.write(raw(request.stream_id, 2, 0,
+                             reply(agent_pb2.WaitProcessResponse(status=7))))
+
+    async def scenario() -> None:
+        async with sandbox(scripted(answer)) as box:
+            deaf, other = await box.client(), await box.client()
+            stream = await deaf.ttrpc.open_stream(
+                "grpc.AgentService", "ReadStdout", agent_pb2.ReadStreamResponse,
+                request=agent_pb2.ReadStreamRequest(), client_streaming=False,
+                server_streaming=True, timeout=None)
+            await asyncio.sleep(0.5)  # never read: held back, as nobody else waits
+            held = sent
+            assert held < 200
+            assert box.proxy._clients and len(box.proxy._routes) == 1
+            started = time.monotonic()
+            assert await other.wait_process("c1", timeout=10.0) == 7
+            assert time.monotonic() - started < 5.0
+            assert [await other.wait_process("c1", timeout=10.0) for _ in range(5)] == [7] * 5
+            assert len(box.proxy._clients) == 1  # the deaf one went, with its route
+            assert not box.proxy._routes
+            with pytest.raises((CocoonError, ConnectionError)):
+                async for _ in stream:
+                    pass
+            assert not box.ended.done()  # the guest's channel carries on
+            for task in floods:
+                task.cancel()
+
+    run(scenario())
+
+
+def test_an_undecodable_response_fails_that_call_alone() -> None:
+    """A response envelope that is not protobuf fails the call it answers (INTERNAL, named);
+    forwarded, it would have broken the client's connection and every call on it."""
+    async def answer(request: RequestReceived, writer: asyncio.StreamWriter) -> None:
+        ask = agent_pb2.WaitProcessRequest.FromString(request.payload)
+        if ask.container_id == "liar":
+            writer.write(raw(request.stream_id, 2, 0, b"\xff\xff\xff not protobuf"))
+        else:
+            await asyncio.sleep(0.2)  # answered after the broken one
+            writer.write(raw(request.stream_id, 2, 0,
+                             reply(agent_pb2.WaitProcessResponse(status=4))))
+
+    async def scenario() -> None:
+        async with sandbox(scripted(answer)) as box:
+            client, bystander = await box.client(), await box.client()
+            first = asyncio.create_task(client.wait_process("c1", timeout=10.0))
+            second = asyncio.create_task(bystander.wait_process("c1", timeout=10.0))
+            await asyncio.sleep(0.05)
+            with pytest.raises(RPCError) as caught:
+                await client.wait_process("liar", timeout=10.0)
+            assert caught.value.code == StatusCode.INTERNAL
+            assert "sb: the guest's response could not be decoded" in str(caught.value)
+            assert await first == 4 and await second == 4
+            assert await client.wait_process("c2", timeout=10.0) == 4  # the connection works
+            assert not box.ended.done()
+            assert not box.proxy._routes
+
+    run(scenario())
+
+
 def test_a_guest_that_stops_reading_fails_calls_by_their_deadline_only() -> None:
     async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.Event().wait()
@@ -311,7 +392,7 @@ def test_any_frames_from_the_guest_are_forwarded_or_refused(
     async def scenario() -> None:
         proxy = AgentProxy("fuzz")
         proxy._agent_writer = _Sink()  # type: ignore[assignment]
-        client = _Client("c", _Sink())  # type: ignore[arg-type]
+        client = ProxyClient("c", _Sink())  # type: ignore[arg-type]
         request = ttrpc_pb2.Request(service="grpc.AgentService", method="X").SerializeToString()
         for sid in (1, 3, 5):
             await proxy._from_client(client, Frame(sid, 1, 0, request))

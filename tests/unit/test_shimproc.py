@@ -3,17 +3,20 @@ over, signals forwarded, the exit status taken as its own, and nothing heavy imp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cocoon.runtime import shimwire
+from cocoon.linux import privileges
+from cocoon.runtime import shimproc, shimwire
 from cocoon.runtime.shim import ShimSpec
 
 HEAVY = ("asyncio", "google.protobuf", "qemu", "pyroute2", "cocoon.sandbox", "cocoon.ttrpc",
@@ -128,10 +131,55 @@ def test_the_namespace_is_opened_before_the_placeholder_hides_proc(
     def setns(fd: int, kind: int) -> None:
         joined.append((os.fstat(fd).st_ino, kind))
 
+    def confine(keep: int) -> None:  # the test's own process keeps its capabilities
+        joined.append((-1, keep))
+
     monkeypatch.setattr(shimproc, "hide_host_processes", hide)
     monkeypatch.setattr(sc, "setns", setns)
+    monkeypatch.setattr(privileges, "confine", confine)
     inode = path.stat().st_ino
     args = shimproc.Args(["--socket", str(tmp_path / "none.sock"), "--container", "c",
                           "--netns", str(path)])
     assert shimproc.run(args) == shimwire.LOST_STATUS  # no monitor here: it stops after setns
-    assert joined == [(inode, sc.CLONE_NEWNET)]
+    assert joined == [(inode, sc.CLONE_NEWNET), (-1, 0)]  # everything dropped after setns
+
+
+def test_the_shim_and_its_placeholder_hold_no_capability(tmp_path: Path,
+                                                         monitor: socket.socket) -> None:
+    """Once set up (its /proc hidden, its namespace joined), the shim talks to the monitor
+    and nothing else: every capability set empty, the bounding set too, no_new_privs set;
+    and so for the placeholder that stands in its pid namespace. It still does its job."""
+    if os.geteuid() != 0:
+        pytest.skip("only root has capabilities to drop")
+    before = privileges.status_of("self")
+    assert before["CapEff"] != 0 and before["CapBnd"] != 0  # the shim starts with root's
+    shim = start(tmp_path)
+    conn, _, fds = accept(monitor)
+    try:
+        placeholder = wait_for_placeholder(shim.pid)
+        for pid in (shim.pid, placeholder):
+            status = privileges.status_of(pid)
+            assert status == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": 0, "CapAmb": 0,
+                              "NoNewPrivs": 1}, (pid, status)
+        shim.send_signal(signal.SIGUSR2)
+        assert shimwire.decode(conn.recv(4096).splitlines()[0]) == {"signal": signal.SIGUSR2}
+        conn.sendall(shimwire.encode({"exit": 3}))
+        shim.wait(timeout=20)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+    assert shim.returncode == 3
+
+
+def wait_for_placeholder(shim: int, timeout: float = 20.0) -> int:
+    """The shim's placeholder child once it runs `sleep` (it sets itself up beside the shim)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{shim}/task/{shim}/children") as f:
+            for pid in f.read().split():
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                    if cmd.read().startswith(shimproc.PLACEHOLDER_TITLE.encode()):
+                        return int(pid)
+        time.sleep(0.01)
+    raise AssertionError(f"shim {shim} started no placeholder")

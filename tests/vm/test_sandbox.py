@@ -19,7 +19,9 @@ import pytest
 
 from cocoon.errors import ConnectionLostError, RPCError, SandboxError
 from cocoon.guest import assets
+from cocoon.linux import privileges
 from cocoon.protocols.gen import agent_pb2, health_pb2
+from cocoon.sandbox import confinement
 from cocoon.sandbox.agentclient import HEALTH
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.monitor import MAX_AGENT_FAILURES
@@ -116,6 +118,7 @@ def test_two_clients_are_answered_at_the_same_time(sandboxes: Sandboxes) -> None
         answers = await asyncio.gather(*calls)
         elapsed = time.monotonic() - started
         assert not slow.done(), "the slow call ended early; the test proves nothing"
+        assert_monitor_confined(sandbox.monitor_pid)
         boot_ids = {a.boot_id for a in answers if isinstance(a, agent_pb2.GuestDetailsResponse)}
         assert boot_ids == {sandbox.info["boot_id"]}
         assert [a for a in answers if isinstance(a, bool)] == [True] * 10
@@ -128,6 +131,21 @@ def test_two_clients_are_answered_at_the_same_time(sandboxes: Sandboxes) -> None
         await sandbox.close_clients()
 
     asyncio.run(scenario())
+
+
+def assert_monitor_confined(pid: int) -> None:
+    """Every thread of a running sandbox's monitor holds only what it keeps after the boot
+    (cocoon.sandbox.confinement), in its bounding set too, with no_new_privs set."""
+    want = confinement.kept(pooled=False)
+    assert want == privileges.mask(("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE",
+                                     "CAP_DAC_OVERRIDE", "CAP_FOWNER"))
+    threads = os.listdir(f"/proc/{pid}/task")
+    assert len(threads) >= 1
+    for tid in threads:
+        status = privileges.status_of(pid, tid)
+        assert status == {"CapInh": 0, "CapPrm": want, "CapEff": want, "CapBnd": want,
+                          "CapAmb": 0, "NoNewPrivs": 1}, (tid, {
+                              k: privileges.names(v) for k, v in status.items()})
 
 
 def test_kill_9_of_qemu_fails_the_clients_and_leaves_nothing(sandboxes: Sandboxes) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from cocoon.cli.common import runtime
 from cocoon.cli.context import Context
-from cocoon.errors import CocoonError, ConfigError
+from cocoon.errors import AgentError, CocoonError, ConfigError
 from cocoon.oci.state import Status
 from cocoon.protocols.gen import agent_pb2
 from cocoon.runtime import control
@@ -64,8 +64,11 @@ async def _stream(rt: Runtime, container_id: str, interval: float) -> None:
 
     async def ooms() -> None:
         while True:
-            if await client.agent.get_oom_event() == container_id:
-                print(json.dumps({"type": "oom", "id": container_id}), flush=True)
+            try:
+                if await client.agent.get_oom_event() == container_id:
+                    print(json.dumps({"type": "oom", "id": container_id}), flush=True)
+            except AgentError:  # a guest's lie: refused; the watch goes on
+                await asyncio.sleep(1.0)
 
     watcher = asyncio.create_task(ooms())
     try:

@@ -81,7 +81,7 @@ def validate_id(container_id: str) -> str:
         raise ConfigError(f"invalid container id {container_id[:20]}... ({len(container_id)} "
                           f"characters): at most {MAX_ID_LENGTH}, the longest name of its "
                           "state directory", id=container_id[:MAX_ID_LENGTH])
-    if not _ID_RE.match(container_id) or container_id in (".", ".."):
+    if not _ID_RE.fullmatch(container_id) or container_id in (".", ".."):
         raise ConfigError(f"invalid container id {container_id!r}: use letters, digits, "
                           "'_', '.', '+' and '-'", id=container_id)
     return container_id
@@ -325,7 +325,7 @@ class StateStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if (p / STATE_FILE).exists() and _ID_RE.match(p.name)
+                      if (p / STATE_FILE).exists() and _ID_RE.fullmatch(p.name)
                       and len(p.name) <= MAX_ID_LENGTH)
 
     def load_all(self) -> builtins.list[ContainerState]:

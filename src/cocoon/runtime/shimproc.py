@@ -6,7 +6,8 @@
 `cocoon.runtime.shim.spawn` forks it off the CLI and execs this, so the shim holds only what
 its job needs (the standard library and ctypes: a few MiB, where a fork of the CLI kept the
 CLI's 19 MiB of imports). It hides the host's processes behind a placeholder, joins the
-container's network namespace, hands its stdio to the sandbox monitor (which relays it to and
+container's network namespace, gives up every capability (bounding set included, no_new_privs
+set), hands its stdio to the sandbox monitor (which relays it to and
 from the guest process: `cocoon.runtime.shimwire`), forwards every signal it receives, and
 exits with the guest process's status.
 """
@@ -21,6 +22,7 @@ import socket
 import sys
 import time
 
+from cocoon.linux import privileges
 from cocoon.linux import syscalls as sc
 from cocoon.runtime import shimwire
 
@@ -60,6 +62,7 @@ def hide_host_processes() -> None:
         try:
             sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
             sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+            privileges.confine(0)  # a sleeping placeholder needs nothing of root's
             os.closerange(3, 65536)
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
@@ -178,6 +181,9 @@ def run(args: Args) -> int:
     enter_netns(args.netns, netns_fd)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
+        # set up: from here on the shim only talks to the monitor over its socket (stdio
+        # handed over, signals forwarded as messages) and exits; none of root's rights
+        privileges.confine(0)
         sock.connect(args.socket)
         shim = Shim(sock)
         shim.forward_signals(args.terminal)

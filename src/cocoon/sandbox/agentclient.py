@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 
 from cocoon.errors import AgentError
 from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
+from cocoon.sandbox import guestreplies
 from cocoon.ttrpc.client import Client
 
 M = TypeVar("M", bound=Message)
@@ -157,10 +158,11 @@ class AgentClient:
         return pids
 
     async def get_oom_event(self, *, timeout: float | None = None) -> str:
-        """Wait for the next out-of-memory kill in the guest; the id of its container."""
+        """Wait for the next out-of-memory kill in the guest; the id of its container (one
+        that can be a container id: whether it is one of the caller's is the caller's check)."""
         event = await self.call("GetOOMEvent", agent_pb2.GetOOMEventRequest(),
                                 agent_pb2.OOMEvent, timeout=timeout)
-        return event.container_id
+        return guestreplies.oom_container(event.container_id)
 
     # --- processes (exec_id "" is the container's init process) ----------------------------
 
@@ -252,8 +254,11 @@ class AgentClient:
 
     async def guest_details(self, *, timeout: float | None = SANDBOX_TIMEOUT
                             ) -> agent_pb2.GuestDetailsResponse:
-        return await self.call("GetGuestDetails", agent_pb2.GuestDetailsRequest(),
-                               agent_pb2.GuestDetailsResponse, timeout=timeout)
+        """The guest's kernel, agent, memory and times, each within its bounds
+        (`guestreplies.guest_details`)."""
+        return guestreplies.guest_details(await self.call(
+            "GetGuestDetails", agent_pb2.GuestDetailsRequest(), agent_pb2.GuestDetailsResponse,
+            timeout=timeout))
 
     async def health(self, *, timeout: float | None = SANDBOX_TIMEOUT) -> bool:
         """Whether the agent says it is serving."""

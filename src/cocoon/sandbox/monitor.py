@@ -33,7 +33,7 @@ from cocoon.hypervisor.config import MemoryBackend, NetInterface, VirtioFsShare,
 from cocoon.hypervisor.qemu import QemuVM, describe_exit
 from cocoon.protocols.gen import agent_pb2, monitor_pb2
 from cocoon.runtime import sizing
-from cocoon.sandbox import pool, vmstart
+from cocoon.sandbox import confinement, pool, vmstart
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.portmirror import PortMirror
@@ -401,8 +401,8 @@ class Monitor:
         """The monitor's own calls go through its proxy like everyone else's."""
         mine, theirs = socket.socketpair()
         reader, writer = await asyncio.open_unix_connection(sock=theirs)
-        self._tasks.append(asyncio.create_task(self.proxy.serve_client(reader, writer),
-                                               name="internal-client"))
+        self._tasks.append(asyncio.create_task(
+            self.proxy.serve_client(reader, writer, droppable=False), name="internal-client"))
         r, w = await asyncio.open_unix_connection(sock=mine)
         return AgentClient.over(r, w, peer=f"sandbox {self.id}")
 
@@ -625,6 +625,7 @@ def _report(fd: int | None, message: dict[str, Any]) -> None:
 
 async def run(config: SandboxConfig, ready_fd: int | None,
               pool_template: str | None = None) -> int:
+    confinement.watch_children_without_threads()
     monitor = Monitor(config, pool_template)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -643,6 +644,14 @@ async def run(config: SandboxConfig, ready_fd: int | None,
         monitor.request_stop(f"{type(err).__name__}: {err}")
         await monitor.teardown(grace=0.5)
         _report(ready_fd, {"ok": False, "error": f"internal error: {type(err).__name__}: {err}"})
+        return 1
+    try:
+        confinement.confine_monitor(pooled=monitor.pool_template is not None)
+    except OSError as err:
+        logger.error("sandbox %s: cannot drop capabilities: %s", config.sandbox_id, err)
+        monitor.request_stop(f"cannot drop capabilities: {err}")
+        await monitor.teardown(grace=0.5)
+        _report(ready_fd, {"ok": False, "error": f"cannot drop capabilities: {err}"})
         return 1
     if monitor.pool_template is not None:
         pool.mark_ready(monitor.layout, monitor.pool_template)

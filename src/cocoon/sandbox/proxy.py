@@ -6,6 +6,14 @@ and forth. Nothing from the guest is believed: a frame for a stream the proxy ne
 even stream id, an unknown type or a broken header is a protocol error that drops the agent
 connection (logged); pending callers get UNAVAILABLE and the owner decides whether to reconnect.
 
+Each client gets its frames through a bounded queue of its own (`proxyclient`). A client that
+stops reading fills it; then the proxy stops reading the guest (holding a flooding guest back)
+only while no other client has a call in flight. Once another one does, or asks, the client
+that stopped reading is dropped (its connection closed, so its calls fail) and the channel
+moves on: one client cannot stall the sandbox for the others. The monitor's own client is
+never dropped. A response whose envelope cannot be decoded fails that call alone (INTERNAL),
+where forwarded it would break the client's whole connection.
+
 Requests for `LOCAL_SERVICE` are answered by the owner (the sandbox monitor) instead of the agent.
 """
 
@@ -15,12 +23,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
 from cocoon.errors import CocoonError, ProtocolError
 from cocoon.protocols.gen import ttrpc_pb2
+from cocoon.sandbox.proxyclient import QUEUE_BYTES, ProxyClient
 from cocoon.ttrpc.frame import (
     MAX_DATA_SIZE,
     MAX_STREAM_ID,
@@ -39,22 +47,6 @@ READ_CHUNK = 256 * 1024
 
 # (method, request payload) -> response payload; raise to answer an error status
 LocalHandler = Callable[[str, bytes], Awaitable[bytes]]
-
-
-@dataclass(eq=False)
-class _Client:
-    name: str
-    writer: asyncio.StreamWriter
-    streams: dict[int, int] = field(default_factory=dict)  # client stream id -> agent stream id
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def send(self, data: bytes) -> None:
-        async with self.lock:
-            if self.writer.is_closing():
-                return
-            self.writer.write(data)
-            with contextlib.suppress(ConnectionError):
-                await self.writer.drain()
 
 
 async def frames(reader: asyncio.StreamReader) -> AsyncIterator[Frame]:
@@ -80,9 +72,10 @@ class AgentProxy:
         self._agent_writer: asyncio.StreamWriter | None = None
         self._agent_lock = asyncio.Lock()
         # agent stream id -> (client, its id, unary)
-        self._routes: dict[int, tuple[_Client, int, bool]] = {}
+        self._routes: dict[int, tuple[ProxyClient, int, bool]] = {}
         self._next_id = 1
-        self._clients: set[_Client] = set()
+        self._clients: set[ProxyClient] = set()
+        self._wake = asyncio.Event()  # a client's queue shrank, one went, or a call came in
         self._failure: str | None = None
         self._client_count = 0
         self.connected = asyncio.Event()
@@ -137,7 +130,49 @@ class AgentProxy:
         if frame.type == MessageType.RESPONSE or frame.flags & Flags.REMOTE_CLOSED:
             del self._routes[sid]
             client.streams.pop(client_sid, None)
-        await client.send(encode_frame(Frame(client_sid, frame.type, frame.flags, frame.data)))
+        if frame.type == MessageType.RESPONSE:
+            try:
+                ttrpc_pb2.Response.FromString(frame.data)
+            except DecodeError as err:
+                logger.warning("sandbox %s: undecodable response on stream %d: %s",
+                               self.sandbox_id, sid, err)
+                await self._deliver(client, response_frame(client_sid, Status(
+                    StatusCode.INTERNAL, f"sandbox {self.sandbox_id}: the guest's response "
+                    f"could not be decoded ({err})")))
+                return
+        await self._deliver(client, encode_frame(Frame(client_sid, frame.type, frame.flags,
+                                                       frame.data)))
+
+    async def _deliver(self, client: ProxyClient, data: bytes, wait: bool = True) -> None:
+        """Queue `data` for `client`. While its queue is full: wait for room (which holds the
+        guest back) if no other client has a call in flight, else drop the client. Without
+        `wait`, a full queue drops it at once."""
+        while not client.fits(len(data)):
+            if client.closed:
+                return
+            if client.droppable and (not wait or self._others_waiting(client)):
+                self._drop(client)
+                return
+            self._wake.clear()
+            await self._wake.wait()
+        client.put(data)
+
+    def _others_waiting(self, client: ProxyClient) -> bool:
+        return any(other is not client for other, _, _ in self._routes.values())
+
+    def _drop(self, client: ProxyClient) -> None:
+        logger.warning("sandbox %s: dropping %s: it stopped reading its responses (%d KiB "
+                       "queued) while other clients wait", self.sandbox_id, client.name,
+                       QUEUE_BYTES >> 10)
+        self._forget(client)
+        client.drop()
+
+    def _forget(self, client: ProxyClient) -> None:
+        self._clients.discard(client)
+        for client_sid, agent_sid in list(client.streams.items()):
+            self._routes.pop(agent_sid, None)
+            client.streams.pop(client_sid, None)
+        self._wake.set()
 
     async def fail_pending(self, reason: str) -> None:
         """Answer every call in flight with UNAVAILABLE naming the reason."""
@@ -146,7 +181,7 @@ class AgentProxy:
         status = Status(StatusCode.UNAVAILABLE, f"sandbox {self.sandbox_id}: {reason}")
         for client, client_sid, _ in routes.values():
             client.streams.pop(client_sid, None)
-            await client.send(response_frame(client_sid, status))
+            await self._deliver(client, response_frame(client_sid, status), wait=False)
 
     async def _to_agent(self, data: bytes) -> None:
         async with self._agent_lock:
@@ -165,11 +200,15 @@ class AgentProxy:
 
     # --- the client side -----------------------------------------------------------------------
 
-    async def serve_client(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           droppable: bool = True) -> None:
+        """Carry one local client until it leaves (or is dropped); `droppable` false for the
+        owner's own client, which is never dropped for being slow."""
         self._client_count += 1
-        client = _Client(f"client-{self._client_count}", writer)
+        client = ProxyClient(f"client-{self._client_count}", writer, droppable=droppable,
+                             wake=self._wake)
         self._clients.add(client)
+        pump = asyncio.create_task(client.pump(), name=f"proxy-{client.name}")
         try:
             async for frame in frames(reader):
                 await self._from_client(client, frame)
@@ -178,15 +217,13 @@ class AgentProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            self._clients.discard(client)
-            for client_sid, agent_sid in list(client.streams.items()):
-                self._routes.pop(agent_sid, None)
-                client.streams.pop(client_sid, None)
-            writer.close()
+            pump.cancel()
+            self._forget(client)
+            client.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _from_client(self, client: _Client, frame: Frame) -> None:
+    async def _from_client(self, client: ProxyClient, frame: Frame) -> None:
         sid = frame.stream_id
         if sid % 2 == 0 or sid == 0:
             raise ProtocolError(f"client used stream id {sid}")
@@ -197,13 +234,14 @@ class AgentProxy:
                 return
             if self._agent_writer is None:
                 reason = self._failure or "the agent is not connected"
-                await client.send(response_frame(sid, Status(
+                await self._deliver(client, response_frame(sid, Status(
                     StatusCode.UNAVAILABLE, f"sandbox {self.sandbox_id}: {reason}")))
                 return
             agent_sid = self._allocate()
             self._routes[agent_sid] = (client, sid, not frame.flags & (
                 Flags.REMOTE_CLOSED | Flags.REMOTE_OPEN))
             client.streams[sid] = agent_sid
+            self._wake.set()  # a delivery held back for a client that stopped reading looks again
         elif frame.type == MessageType.DATA:
             agent_sid = client.streams.get(sid, 0)
             if not agent_sid:
@@ -216,10 +254,10 @@ class AgentProxy:
         except (ConnectionError, OSError) as err:
             if self._routes.pop(agent_sid, None) is not None:
                 client.streams.pop(sid, None)
-                await client.send(response_frame(sid, Status(
+                await self._deliver(client, response_frame(sid, Status(
                     StatusCode.UNAVAILABLE, f"sandbox {self.sandbox_id}: {err}")))
 
-    async def _maybe_local(self, client: _Client, frame: Frame) -> bool:
+    async def _maybe_local(self, client: ProxyClient, frame: Frame) -> bool:
         if self.local is None:
             return False
         try:
@@ -230,15 +268,16 @@ class AgentProxy:
             return False
         if frame.flags & Flags.REMOTE_OPEN:
             status = Status(StatusCode.UNIMPLEMENTED, "monitor calls are unary")
-            await client.send(response_frame(frame.stream_id, status))
+            await self._deliver(client, response_frame(frame.stream_id, status))
             return True
         try:
             payload = await self.local(request.method, request.payload)
-            await client.send(response_frame(frame.stream_id, Status(), payload))
+            await self._deliver(client, response_frame(frame.stream_id, Status(), payload))
         except Exception as err:
             if not isinstance(err, CocoonError):
                 logger.exception("monitor call %s failed", request.method)
-            await client.send(response_frame(frame.stream_id, Status.from_exception(err)))
+            await self._deliver(client, response_frame(frame.stream_id,
+                                                       Status.from_exception(err)))
         return True
 
     async def close_clients(self) -> None:

@@ -21,12 +21,13 @@ from pathlib import Path
 from google.protobuf import empty_pb2
 
 from cocoon import __version__
-from cocoon.errors import CocoonError, ConfigError, RPCError
+from cocoon.errors import AgentError, CocoonError, ConfigError, RPCError
 from cocoon.hostcgroup.path import looks_systemd
 from cocoon.oci import convert
 from cocoon.oci.bundle import load_bundle
 from cocoon.oci.jsonmodel import FieldError
 from cocoon.oci.spec import LinuxResources, Process
+from cocoon.oci.state import validate_id
 from cocoon.protocols.gen import containerd_events_pb2 as ev
 from cocoon.protocols.gen import containerd_task_pb2 as api
 from cocoon.protocols.gen import containerd_types_task_pb2 as types
@@ -51,6 +52,7 @@ EMPTY = empty_pb2.Empty()
 CALL_TIMEOUT = 60.0
 LOST_STATUS = 137  # the VM went away: the process is as dead as SIGKILL makes it
 KILL_WAIT = 5.0
+OOM_LIE_PAUSE = 1.0  # after an OOM event the guest made up, before asking again
 TOLERATED = (StatusCode.NOT_FOUND, StatusCode.UNAVAILABLE, StatusCode.FAILED_PRECONDITION)
 
 
@@ -128,6 +130,10 @@ class TaskService:
         while True:
             try:
                 container_id = await self.agent.get_oom_event()
+            except AgentError as err:  # a guest's lie: refused, and the watch goes on
+                logger.warning("OOM watch: %s", err)
+                await asyncio.sleep(OOM_LIE_PAUSE)
+                continue
             except CocoonError as err:
                 logger.debug("OOM watch ends: %s", err)
                 return
@@ -139,7 +145,7 @@ class TaskService:
 
     async def Create(self, request: api.CreateTaskRequest,
                      ctx: CallContext) -> api.CreateTaskResponse:
-        cid = request.id
+        cid = validate_id(request.id)  # it names directories and cgroups on the host
         if cid in self.containers:
             raise RPCError(StatusCode.ALREADY_EXISTS, f"container {cid} already exists")
         if request.checkpoint:
