@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from cocoon.errors import AgentError, ConnectionLostError, RPCError
 from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
 from cocoon.sandbox import agentclient
-from cocoon.sandbox.agentclient import AGENT, GUEST, HEALTH, AgentClient
+from cocoon.sandbox.agentclient import AGENT, GUEST, HEALTH, AgentClient, GuestStats
 from cocoon.ttrpc.status import StatusCode
 from tests.framework.fakeagent import FakeAgent, connected
 
@@ -154,6 +154,11 @@ CASES = [
          guest_pb2.PortReadResponse(data=b"200 OK"), b"200 OK", waits=True),
     Case("port_close", lambda a: a.port_close(3, write_only=True), GUEST, "PortClose",
          guest_pb2.PortCloseRequest(connection=3, write_only=True)),
+    Case("guest_stats", lambda a: a.guest_stats(), GUEST, "GuestStats",
+         guest_pb2.GuestStatsRequest(),
+         guest_pb2.GuestStatsResponse(memory_total_bytes=1 << 28, memory_available_bytes=1 << 27,
+                                      cpu_idle_seconds=5.0, load1=0.5, cpus=1),
+         GuestStats(1 << 28, 1 << 27, 0.0, 0.0, 5.0, 0.5, 0.0, 0.0, 1)),
 ]
 
 
