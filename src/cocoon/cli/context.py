@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from cocoon.config import current as settings
 
 DEFAULT_ROOT = Path("/run/cocoon")
 
@@ -20,6 +21,6 @@ class Context:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Context:
-        root = Path(args.root or os.environ.get("COCOON_ROOT") or DEFAULT_ROOT)
+        root = Path(args.root or settings().runtime.state_root)
         return cls(root=root.absolute(), debug=args.debug, log_path=args.log,
                    log_format=args.log_format, systemd_cgroup=args.systemd_cgroup)

@@ -55,8 +55,8 @@ def answers(path: Path) -> bool:
 @contextlib.contextmanager
 def _socket_dir_lock() -> Iterator[int]:
     """Serialise `start`s: two containers of one pod must not both start a shim."""
-    addr.SOCKET_DIR.mkdir(parents=True, exist_ok=True, mode=0o711)
-    fd = os.open(addr.SOCKET_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    addr.socket_dir().mkdir(parents=True, exist_ok=True, mode=0o711)
+    fd = os.open(addr.socket_dir(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
