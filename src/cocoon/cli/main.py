@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import NoReturn
 
 from cocoon import __version__
 from cocoon.cli.context import Context
+from cocoon.config.load import ENV_CONFIG
 from cocoon.errors import CocoonError
 
 # verb -> (its module under cocoon.cli, its one-line help), in the order `--help` lists them
@@ -44,6 +46,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "assets": ("assets", "build or inspect the guest kernel and images"),
     "demo": ("demo", "run a busybox container in its own VM"),
     "template": ("template", "build, list or remove the VM templates sandboxes start from"),
+    "config": ("config", "print the configuration reference or an example file"),
 }
 
 # Verbs that log nothing of their own: for them the logging machinery (about 8 ms of imports)
@@ -51,14 +54,17 @@ VERBS: dict[str, tuple[str, str]] = {
 QUIET_VERBS = frozenset({"state", "list", "spec", "version", "features"})
 
 
-def setup_logging(args: argparse.Namespace) -> None:
+def setup_logging(args: argparse.Namespace, ctx: Context) -> bool:
+    """Whether logging was set up (quiet verbs skip it unless asked)."""
     if args.verb in QUIET_VERBS and not (args.log or args.debug):
-        return
+        return False
     import logging
 
     from cocoon import log
 
-    log.setup(logging.DEBUG if args.debug else logging.WARNING, args.log_format, args.log)
+    log.setup(logging.DEBUG if args.debug else ctx.log_level,
+              "json" if ctx.log_format == "json" else "text", ctx.log_path)
+    return True
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +85,11 @@ def build_parser(verb: str | None = None, listing: bool = True) -> argparse.Argu
     parser.add_argument("--root", default=None,
                         help="state directory (default: /run/cocoon, or $COCOON_ROOT)")
     parser.add_argument("--log", default=None, help="write the log to this file")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="text or json (default: runtime.log_format of the configuration)")
+    parser.add_argument("--config", default=None, metavar="PATH",
+                        help="the configuration file (default: /etc/cocoon/config.toml, or "
+                             "$COCOON_CONFIG); passed on to the VMs' processes")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     parser.add_argument("--systemd-cgroup", action="store_true",
                         help="accepted for runc compatibility; cgroups live in the guest")
@@ -99,7 +109,7 @@ def build_parser(verb: str | None = None, listing: bool = True) -> argparse.Argu
 
 
 # global options that take a value (as `--root DIR` or `--root=DIR`)
-_VALUED = ("--root", "--log", "--log-format")
+_VALUED = ("--root", "--log", "--log-format", "--config")
 
 
 def find_verb(argv: Sequence[str]) -> str | None:
@@ -132,11 +142,17 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse(argv)
-    setup_logging(args)
+    if args.config:  # for this process and every one it starts (monitors, shims)
+        os.environ[ENV_CONFIG] = os.path.abspath(args.config)
+    try:
+        ctx = Context.from_args(args, lenient=getattr(args, "lenient_settings", False))
+    except CocoonError as err:  # a broken configuration file: one line, naming file:line:key
+        print(f"cocoon: {err}", file=sys.stderr)
+        return 1
+    logging_on = setup_logging(args, ctx)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    ctx = Context.from_args(args)
     _terminate_by_exception()
     try:
         rc: int = args.func(args, ctx)
@@ -148,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CocoonError as err:
         # runc's behaviour: the error goes to the --log file (JSON when asked) and one line to
         # stderr, which the engine shows its user.
-        if args.log:
+        if logging_on and ctx.log_path:
             import logging
 
             logging.getLogger("cocoon.cli").error("%s", err)

@@ -58,8 +58,8 @@ def read_file(path: Path, named: bool) -> str | None:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if named:
-            raise SettingsError(f"{path}: no such configuration file (named by {ENV_CONFIG})",
-                                path=str(path)) from None
+            raise SettingsError(f"{path}: no such configuration file (named by {ENV_CONFIG} "
+                                "or --config)", path=str(path)) from None
         return None
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
@@ -203,3 +203,14 @@ def current(environ: Mapping[str, str] | None = None) -> Settings:
     if _cache is None or _cache[0] != stamp:
         _cache = (stamp, load(os.environ))
     return _cache[1]
+
+
+def summary(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """One line for `cocoon check`: the file read and how many settings it and the
+    environment set."""
+    path, _ = config_path(os.environ if environ is None else environ)
+    from_env = sum(1 for source in settings.sources.values() if source.startswith("env "))
+    from_file = len(settings.sources) - from_env
+    read = f"{path}: valid, {from_file} setting(s)" if settings.path else \
+        f"{path} absent: defaults"
+    return read + (f", {from_env} from the environment" if from_env else "")
