@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from cocoon.config import current
-    from cocoon.config.load import summary
+    from cocoon.config.loader import summary
     from cocoon.errors import SettingsError
     from cocoon.hypervisor import hostcheck
 

@@ -17,7 +17,7 @@ from cocoon.cli.version import qemu_version
 def configuration() -> dict[str, Any]:
     """The file read and every setting's effective value with where it came from."""
     from cocoon.config import current
-    from cocoon.config.load import config_path
+    from cocoon.config.loader import config_path
     from cocoon.config.reference import effective
 
     settings = current()

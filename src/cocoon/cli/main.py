@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from cocoon import __version__
 from cocoon.cli.context import Context
-from cocoon.config.load import ENV_CONFIG
+from cocoon.config.loader import ENV_CONFIG
 from cocoon.errors import CocoonError
 
 # verb -> (its module under cocoon.cli, its one-line help), in the order `--help` lists them

@@ -1,6 +1,6 @@
 """Cocoon's configuration file (/etc/cocoon/config.toml): definitions in `schema`, reading in
-`load`, the generated reference in `reference`. Code reads `current()`."""
+`loader`, the generated reference in `reference`. Code reads `current()`."""
 
-from cocoon.config.load import DEFAULT_PATH, ENV_CONFIG, Settings, current, load
+from cocoon.config.loader import DEFAULT_PATH, ENV_CONFIG, Settings, current, load
 
 __all__ = ["DEFAULT_PATH", "ENV_CONFIG", "Settings", "current", "load"]

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from cocoon.config import schema
-from cocoon.config.load import DEFAULT_PATH, ENV_CONFIG, Settings
+from cocoon.config.loader import DEFAULT_PATH, ENV_CONFIG, Settings
 
 
 def _doc(cls: type[Any]) -> str:
