@@ -84,6 +84,8 @@ def locate(text: str, section: str, key: str | None = None) -> int | None:
         if match:
             current = _bare(match.group(1))
             if current == section and header is None:
+                if key is None:
+                    return number
                 header = number
             continue
         left, eq, _ = line.partition("=")
@@ -91,10 +93,10 @@ def locate(text: str, section: str, key: str | None = None) -> int | None:
             continue
         name = _bare(left.strip())
         full = f"{current}.{name}" if current else name
-        if key is None and (full == section or full.startswith(section + ".")):
-            return number
-        if key is not None and full == f"{section}.{key}":
-            return number
+        if full == section or full.startswith(section + "."):
+            if key is None or full == f"{section}.{key}":
+                return number
+            header = header or number  # `section = { key = ... }`, or another dotted key
     return header
 
 
@@ -211,6 +213,6 @@ def summary(settings: Settings, environ: Mapping[str, str] | None = None) -> str
     path, _ = config_path(os.environ if environ is None else environ)
     from_env = sum(1 for source in settings.sources.values() if source.startswith("env "))
     from_file = len(settings.sources) - from_env
-    read = f"{path}: valid, {from_file} setting(s)" if settings.path else \
+    read = f"{path}: valid; {from_file} setting(s) from it" if settings.path else \
         f"{path} absent: defaults"
     return read + (f", {from_env} from the environment" if from_env else "")

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from cocoon.config import schema
-from cocoon.config.loader import DEFAULT_PATH, ENV_CONFIG, Settings
+from cocoon.config.loader import DEFAULT_PATH, Settings
 
 
 def _doc(cls: type[Any]) -> str:
@@ -17,14 +17,9 @@ def _doc(cls: type[Any]) -> str:
 
 def reference() -> str:
     """Markdown: one table per section (key, type, default, overriding variable, help)."""
-    lines = [
-        f"The file is `{DEFAULT_PATH}`, or the one `{ENV_CONFIG}` names (`cocoon --config PATH`"
-        " sets it). A missing default file means every default; a missing named file, an "
-        "unknown section or key, or a bad value is an error that names the file, line and "
-        "key. An environment variable, where a setting has one, overrides the file.",
-    ]
+    lines: list[str] = []
     for section, cls in schema.SECTIONS.items():
-        lines += ["", f"### [{section}]", "", _doc(cls), "",
+        lines += [f"### [{section}]", "", _doc(cls), "",
                   "| key | value | default | variable | meaning |",
                   "| --- | --- | --- | --- | --- |"]
         for item in dataclasses.fields(cls):
@@ -32,7 +27,8 @@ def reference() -> str:
             env = f"`{meta.env}`" if meta.env else ""
             lines.append(f"| `{item.name}` | {meta.kind.describe()} | "
                          f"`{meta.kind.to_toml(item.default)}` | {env} | {meta.help} |")
-    return "\n".join(lines) + "\n"
+        lines.append("")
+    return "\n".join(lines)
 
 
 def example() -> str:
