@@ -6,10 +6,6 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon.config import current as settings
-from cocoon.config.schema import Runtime
-from cocoon.errors import SettingsError
-
 DEFAULT_ROOT = Path("/run/cocoon")
 
 
@@ -23,9 +19,20 @@ class Context:
     log_level: str = "WARNING"
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, lenient: bool = False) -> Context:
+    def from_args(cls, args: argparse.Namespace, lenient: bool = False,
+                  quiet: bool = False) -> Context:
         """The flags, else the configuration (`[runtime]`); `lenient` (verbs that report a
-        broken configuration themselves): its defaults when the file is broken."""
+        broken configuration themselves): its defaults when the file is broken. A `quiet`
+        verb (it logs nothing) given `--root` does not read the file: engines call `state`
+        many times, always with `--root`."""
+        if quiet and args.root:
+            return cls(root=Path(args.root).absolute(), debug=args.debug, log_path=args.log,
+                       log_format=args.log_format or "text",
+                       systemd_cgroup=args.systemd_cgroup)
+        from cocoon.config import current as settings
+        from cocoon.config.schema import Runtime
+        from cocoon.errors import SettingsError
+
         try:
             runtime = settings().runtime
         except SettingsError:

@@ -20,7 +20,6 @@ from typing import NoReturn
 
 from cocoon import __version__
 from cocoon.cli.context import Context
-from cocoon.config.loader import ENV_CONFIG
 from cocoon.errors import CocoonError
 
 # verb -> (its module under cocoon.cli, its one-line help), in the order `--help` lists them
@@ -54,9 +53,14 @@ VERBS: dict[str, tuple[str, str]] = {
 QUIET_VERBS = frozenset({"state", "list", "spec", "version", "features"})
 
 
+def quiet(args: argparse.Namespace) -> bool:
+    """A verb that logs nothing, and no --log or --debug asking it to."""
+    return args.verb in QUIET_VERBS and not (args.log or args.debug)
+
+
 def setup_logging(args: argparse.Namespace, ctx: Context) -> bool:
     """Whether logging was set up (quiet verbs skip it unless asked)."""
-    if args.verb in QUIET_VERBS and not (args.log or args.debug):
+    if quiet(args):
         return False
     import logging
 
@@ -143,9 +147,12 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse(argv)
     if args.config:  # for this process and every one it starts (monitors, shims)
+        from cocoon.config.loader import ENV_CONFIG
+
         os.environ[ENV_CONFIG] = os.path.abspath(args.config)
     try:
-        ctx = Context.from_args(args, lenient=getattr(args, "lenient_settings", False))
+        ctx = Context.from_args(args, lenient=getattr(args, "lenient_settings", False),
+                                quiet=quiet(args))
     except CocoonError as err:  # a broken configuration file: one line, naming file:line:key
         print(f"cocoon: {err}", file=sys.stderr)
         return 1

@@ -11,7 +11,6 @@ must be an integer from 64 to 1048576, not 'big'`; unknown sections and keys are
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -105,6 +104,8 @@ def _where(path: Path, line: int | None) -> str:
 
 
 def _suggest(word: str, known: tuple[str, ...]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(word, known, n=1)
     return f"did you mean {close[0]}?" if close else "known: " + ", ".join(known)
 
