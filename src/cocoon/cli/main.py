@@ -91,7 +91,8 @@ def build_parser(verb: str | None = None, listing: bool = True) -> argparse.Argu
     parser.add_argument("--log", default=None, help="write the log to this file")
     parser.add_argument("--log-format", choices=("text", "json"), default=None,
                         help="text or json (default: runtime.log_format of the configuration)")
-    parser.add_argument("--config", default=None, metavar="PATH",
+    # its own dest: a verb may have a --config of its own (`install containerd --config`)
+    parser.add_argument("--config", dest="cocoon_config", default=None, metavar="PATH",
                         help="the configuration file (default: /etc/cocoon/config.toml, or "
                              "$COCOON_CONFIG); passed on to the VMs' processes")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
@@ -146,10 +147,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse(argv)
-    if args.config:  # for this process and every one it starts (monitors, shims)
+    if args.cocoon_config:  # for this process and every one it starts (monitors, shims)
         from cocoon.config.loader import ENV_CONFIG
 
-        os.environ[ENV_CONFIG] = os.path.abspath(args.config)
+        os.environ[ENV_CONFIG] = os.path.abspath(args.cocoon_config)
     try:
         ctx = Context.from_args(args, lenient=getattr(args, "lenient_settings", False),
                                 quiet=quiet(args))
