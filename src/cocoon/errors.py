@@ -77,6 +77,11 @@ class ConfigError(OCIError):
     """config.json or another user input is invalid; the message names the field or path."""
 
 
+class SettingsError(ConfigError):
+    """The configuration file or an environment variable that overrides it is invalid; the
+    message names the file, line and key (or the variable)."""
+
+
 class ContainerNotFoundError(OCIError):
     """No container with that id exists under the state root."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any, Literal, TextIO
@@ -58,9 +57,3 @@ def setup(level: int | str = logging.INFO, fmt: LogFormat = "text", path: str | 
     root.propagate = False
     return root
 
-
-def setup_from_env(default_level: str = "WARNING") -> logging.Logger:
-    """Configure logging from COCOON_LOG_LEVEL / COCOON_LOG_FORMAT / COCOON_LOG_FILE."""
-    fmt: LogFormat = "json" if os.environ.get("COCOON_LOG_FORMAT") == "json" else "text"
-    return setup(os.environ.get("COCOON_LOG_LEVEL", default_level).upper(), fmt,
-                 os.environ.get("COCOON_LOG_FILE") or None)

@@ -335,3 +335,29 @@ def _ready_member(ctrd: Containerd, timeout: float = 180.0) -> Path:
             return ctrd.vm_dir / ready[0].name
         time.sleep(0.2)
     raise AssertionError(f"the pool did not fill: {ctrd.log_tail()}")
+
+
+def test_the_runtime_options_config_path_shapes_the_pod_vm(ctrd: Containerd, leaks: LeakCheck,
+                                                          tmp_path: Path) -> None:
+    """`ctr run --runtime-config-path` is containerd's runtime options (Kata's ConfigPath), as
+    a RuntimeClass's `options.ConfigPath` is: the shim's VM follows that file; a broken one
+    fails the start with file:line:key."""
+    config = tmp_path / "cocoon.toml"
+    config.write_text("[hypervisor]\nmemory_mib = 512\nvcpus = 2\n\n"
+                      '[templates]\nmode = "off"\n')
+    result = run_ctr(ctrd, "run", "--rm", "--runtime", RUNTIME, "--runtime-config-path",
+                     str(config), BUSYBOX, "cfg1", "sh", "-c",
+                     "echo cpus=$(nproc); grep MemTotal /proc/meminfo")
+    assert result.returncode == 0, result.stderr
+    cpus = re.search(r"cpus=(\d+)", result.stdout)
+    mem = re.search(r"MemTotal:\s+(\d+) kB", result.stdout)
+    assert cpus and mem, result.stdout
+    assert int(cpus.group(1)) == 2
+    assert 400 < int(mem.group(1)) >> 10 <= 512
+    config.write_text("[hypervisor]\nvcpus = 0\n")
+    result = run_ctr(ctrd, "run", "--rm", "--runtime", RUNTIME, "--runtime-config-path",
+                     str(config), BUSYBOX, "cfg2", "true")
+    assert result.returncode != 0
+    assert f"{config}:2: hypervisor.vcpus: must be an integer from 1 to 64, not 0" in \
+        result.stderr
+    run_ctr(ctrd, "container", "delete", "cfg2")

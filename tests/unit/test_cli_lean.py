@@ -23,7 +23,7 @@ COCOON = [sys.executable, "-X", "importtime", "-c",
 # what a verb that reads state must not import (a module or anything under it)
 HEAVY = ("qemu", "pyroute2", "google.protobuf", "asyncio", "cocoon.hypervisor",
          "cocoon.sandbox", "cocoon.runtime", "cocoon.protocols", "cocoon.network",
-         "cocoon.oci.spec")
+         "cocoon.oci.spec", "cocoon.config", "tomllib")
 DEAD_PID = 2**22 + 12345  # above pid_max's default: nobody has it
 
 

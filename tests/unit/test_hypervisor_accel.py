@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cocoon.errors import HypervisorError
+from cocoon.errors import HypervisorError, SettingsError
 from cocoon.hypervisor import accel
 from cocoon.hypervisor.accel import AccelDecision, ProbeKey
 from cocoon.hypervisor.config import Accel
@@ -48,9 +48,10 @@ def test_env_forces(monkeypatch: pytest.MonkeyPatch, value: str, cpu: str) -> No
 
 def test_env_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(accel.ENV_ACCEL, "hvf")
-    with pytest.raises(HypervisorError, match="kvm or tcg") as info:
+    with pytest.raises(SettingsError, match="COCOON_ACCEL: must be one of auto, kvm, tcg, "
+                       "not 'hvf'") as info:
         accel.from_env()
-    assert info.value.evidence["value"] == "hvf"
+    assert info.value.evidence["variable"] == "COCOON_ACCEL"
 
 
 def test_env_override_skips_cache_and_probe(monkeypatch: pytest.MonkeyPatch,

@@ -1,4 +1,4 @@
-"""virtiofsd's command line and its tuning knobs (the environment, until a config file has them)."""
+"""virtiofsd's command line and its tuning knobs ([share] of the config file, the environment)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cocoon.errors import SandboxError
+from cocoon.errors import SettingsError
 from cocoon.sandbox.virtiofsd import Tuning, command
 
 
@@ -29,6 +29,6 @@ def test_knobs_from_the_environment_reach_the_command_line() -> None:
                                  {"COCOON_VIRTIOFS_THREADS": "1000"},
                                  {"COCOON_VIRTIOFS_WRITEBACK": "yes"}])
 def test_a_bad_knob_is_refused_by_name(env: dict[str, str]) -> None:
-    with pytest.raises(SandboxError) as err:
+    with pytest.raises(SettingsError) as err:
         Tuning.from_env(env)
     assert next(iter(env)) in str(err.value)

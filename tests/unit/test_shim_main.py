@@ -58,7 +58,7 @@ def _shim(place: Path, bundle: Path, cid: str, action: str,
     argv = [sys.executable, "-m", "cocoon.shim.main", "-namespace", "k8s.io", "-address",
             CONTAINERD, "-publish-binary", "/usr/bin/containerd", "-id", cid, *extra, action]
     return subprocess.run(argv, cwd=bundle, env=_env(place), capture_output=True, timeout=60,
-                          check=False)
+                          check=False, stdin=subprocess.DEVNULL)
 
 
 async def _call(url: str, method: str, request: object, response: type) -> object:

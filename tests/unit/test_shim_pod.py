@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cocoon.oci.default import default_spec
 from cocoon.oci.spec import Spec
-from cocoon.runtime.sizing import VM_MEMORY_MIB, vm_memory_mib
+from cocoon.runtime.sizing import default_memory_mib, vm_memory_mib
 from cocoon.shim.address import PodRef
 from cocoon.shim.pod import network_namespace, share_pod_namespaces
 
@@ -37,7 +37,7 @@ def test_sandbox_and_unshared_namespaces_are_left_alone() -> None:
 
 def test_vm_memory_and_network_namespace() -> None:
     spec = _cri_app_spec()
-    assert vm_memory_mib(spec) == VM_MEMORY_MIB
+    assert vm_memory_mib(spec) == default_memory_mib()
     big = _cri_app_spec({"resources": {"memory": {"limit": 1 << 30}}})
     assert vm_memory_mib(big) == 1024 + 128
     assert network_namespace(spec) == "/var/run/netns/cni-1"

@@ -141,6 +141,18 @@ def test_custom_initrds_are_templated_only_when_asked_and_known() -> None:
                              known_image=False, environ={"COCOON_TEMPLATES": "on"}).use
 
 
+def test_only_q35_vms_are_templated(tmp_path: Path) -> None:
+    """hypervisor.machine other than q35 boots cold: a template is a q35 VM."""
+    choice = policy.decide(accel="tcg", memory_mib=256, default_mib=256, machine="microvm",
+                           environ={"COCOON_TEMPLATES": "on"})
+    assert (choice.use, choice.build) == (False, False)
+    assert "microvm" in choice.reason
+    config = tmp_path / "config.toml"
+    config.write_text('[templates]\nmode = "off"\nmemory_mib = [512]\n')
+    assert policy.mode({"COCOON_CONFIG": str(config)}) == "off"
+    assert policy.auto_sizes(256, {"COCOON_CONFIG": str(config)}) == frozenset({512})
+
+
 def test_bad_settings_are_named() -> None:
     with pytest.raises(ConfigError, match="COCOON_TEMPLATES"):
         policy.mode({"COCOON_TEMPLATES": "maybe"})

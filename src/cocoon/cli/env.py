@@ -14,6 +14,19 @@ from cocoon.cli.context import Context
 from cocoon.cli.version import qemu_version
 
 
+def configuration() -> dict[str, Any]:
+    """The file read and every setting's effective value with where it came from."""
+    from cocoon.config import current
+    from cocoon.config.loader import config_path
+    from cocoon.config.reference import effective
+
+    settings = current()
+    path, _ = config_path(os.environ)
+    return {"file": str(path) if settings.path else f"{path} (absent: defaults)",
+            "settings": {name: {"value": value, "source": source}
+                         for name, value, source in effective(settings)}}
+
+
 def environment(ctx: Context) -> dict[str, Any]:
     from cocoon.guest import assets
     from cocoon.hypervisor import accel
@@ -40,6 +53,7 @@ def environment(ctx: Context) -> dict[str, Any]:
         "acceleration": ({"accel": decision.accel, "cpu": decision.cpu_model,
                           "reason": decision.reason} if decision else
                          "not probed yet (run cocoon check)"),
+        "config": configuration(),
     }
 
 
@@ -54,6 +68,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps(env, indent=2))
         return 0
+    config = env.pop("config")
     for section, values in env.items():
         print(f"[{section}]")
         if isinstance(values, dict):
@@ -61,4 +76,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 print(f"  {key} = {value}")
         else:
             print(f"  {values}")
+    print(f"[config]\n  file = {config['file']}")
+    rows = [(f"{name} = {item['value']}", item["source"])
+            for name, item in config["settings"].items()]
+    width = max(len(setting) for setting, _ in rows)
+    for setting, source in rows:
+        print(f"  {setting:<{width}}  # {source}")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "install": ("install", "add Cocoon's runtime handler to a container engine's configuration"),
     "uninstall": ("install",
                   "remove Cocoon's runtime handler from a container engine's configuration"),
+    "config": ("config", "print the configuration reference or an example file"),
 }
 
 # Verbs that log nothing of their own: for them the logging machinery (about 8 ms of imports)
@@ -55,14 +57,22 @@ VERBS: dict[str, tuple[str, str]] = {
 QUIET_VERBS = frozenset({"state", "list", "spec", "version", "features"})
 
 
-def setup_logging(args: argparse.Namespace) -> None:
-    if args.verb in QUIET_VERBS and not (args.log or args.debug):
-        return
+def quiet(args: argparse.Namespace) -> bool:
+    """A verb that logs nothing, and no --log or --debug asking it to."""
+    return args.verb in QUIET_VERBS and not (args.log or args.debug)
+
+
+def setup_logging(args: argparse.Namespace, ctx: Context) -> bool:
+    """Whether logging was set up (quiet verbs skip it unless asked)."""
+    if quiet(args):
+        return False
     import logging
 
     from cocoon import log
 
-    log.setup(logging.DEBUG if args.debug else logging.WARNING, args.log_format, args.log)
+    log.setup(logging.DEBUG if args.debug else ctx.log_level,
+              "json" if ctx.log_format == "json" else "text", ctx.log_path)
+    return True
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +93,12 @@ def build_parser(verb: str | None = None, listing: bool = True) -> argparse.Argu
     parser.add_argument("--root", default=None,
                         help="state directory (default: /run/cocoon, or $COCOON_ROOT)")
     parser.add_argument("--log", default=None, help="write the log to this file")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="text or json (default: runtime.log_format of the configuration)")
+    # its own dest: a verb may have a --config of its own (`install containerd --config`)
+    parser.add_argument("--config", dest="cocoon_config", default=None, metavar="PATH",
+                        help="the configuration file (default: /etc/cocoon/config.toml, or "
+                             "$COCOON_CONFIG); passed on to the VMs' processes")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     parser.add_argument("--systemd-cgroup", action="store_true",
                         help="accepted for runc compatibility; cgroups live in the guest")
@@ -103,7 +118,7 @@ def build_parser(verb: str | None = None, listing: bool = True) -> argparse.Argu
 
 
 # global options that take a value (as `--root DIR` or `--root=DIR`)
-_VALUED = ("--root", "--log", "--log-format")
+_VALUED = ("--root", "--log", "--log-format", "--config")
 
 
 def find_verb(argv: Sequence[str]) -> str | None:
@@ -136,11 +151,20 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse(argv)
-    setup_logging(args)
+    if args.cocoon_config:  # for this process and every one it starts (monitors, shims)
+        from cocoon.config.loader import ENV_CONFIG
+
+        os.environ[ENV_CONFIG] = os.path.abspath(args.cocoon_config)
+    try:
+        ctx = Context.from_args(args, lenient=getattr(args, "lenient_settings", False),
+                                quiet=quiet(args))
+    except CocoonError as err:  # a broken configuration file: one line, naming file:line:key
+        print(f"cocoon: {err}", file=sys.stderr)
+        return 1
+    logging_on = setup_logging(args, ctx)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    ctx = Context.from_args(args)
     _terminate_by_exception()
     try:
         rc: int = args.func(args, ctx)
@@ -152,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CocoonError as err:
         # runc's behaviour: the error goes to the --log file (JSON when asked) and one line to
         # stderr, which the engine shows its user.
-        if args.log:
+        if logging_on and ctx.log_path:
             import logging
 
             logging.getLogger("cocoon.cli").error("%s", err)

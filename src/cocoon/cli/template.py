@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
                                            "(kept when a whole one exists)")
     build.add_argument("--memory", type=int, default=None, metavar="MIB",
                        help="guest memory in MiB (default: the default VM size)")
-    build.add_argument("--vcpus", type=int, default=1)
+    build.add_argument("--vcpus", type=int, default=None,
+                       help="virtual CPUs (default: hypervisor.vcpus)")
     build.add_argument("--rebuild", action="store_true", help="build it even if it exists")
     build.set_defaults(func=run_build)
     show = verbs.add_parser("show", help="list the templates and whether each is whole")
@@ -32,14 +33,16 @@ def register(sub: Any) -> None:
 def run_build(args: argparse.Namespace, ctx: Context) -> int:
     import asyncio
 
+    from cocoon.config import current as settings
     from cocoon.runtime import sizing
     from cocoon.template import manage
 
-    memory = args.memory or sizing.VM_MEMORY_MIB
-    template, built = asyncio.run(manage.build(memory, args.vcpus, rebuild=args.rebuild))
+    memory = args.memory or sizing.default_memory_mib()
+    vcpus = args.vcpus or settings().hypervisor.vcpus
+    template, built = asyncio.run(manage.build(memory, vcpus, rebuild=args.rebuild))
     data_mib = int(template.meta.get("ram_allocated_bytes", 0)) >> 20
     verb = f"built in {template.meta.get('build_seconds')} s" if built else "already built"
-    print(f"template {template.name}: {memory} MiB, {args.vcpus} vCPU, {verb} "
+    print(f"template {template.name}: {memory} MiB, {vcpus} vCPU, {verb} "
           f"({data_mib} MiB of RAM data) at {template.path}")
     return 0
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cocoon.config import current as settings
 from cocoon.errors import AssetError
 
 DEFAULT_CACHE_DIR = Path("/var/lib/cocoon")
@@ -30,9 +31,8 @@ logger = logging.getLogger("cocoon.guest.cache")
 
 
 def default_cache_dir() -> Path:
-    """`$COCOON_ASSET_DIR` if set, else /var/lib/cocoon."""
-    env = os.environ.get(ENV_VAR)
-    return Path(env).absolute() if env else DEFAULT_CACHE_DIR
+    """`runtime.asset_dir`: `$COCOON_ASSET_DIR` if set, else the file's, else /var/lib/cocoon."""
+    return settings().runtime.asset_dir
 
 
 def resolve_cache_dir(cache_dir: Path | None) -> Path:

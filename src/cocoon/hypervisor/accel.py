@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cocoon.config import current as settings
 from cocoon.errors import HypervisorError
 from cocoon.guest import cache as assetcache
 from cocoon.hypervisor.config import ACCELS, KVM_CPU, TCG_CPU, Accel
@@ -88,17 +89,16 @@ class AccelDecision:
 
 
 def from_env() -> AccelDecision | None:
-    """The decision `COCOON_ACCEL` forces, or None when it is unset."""
-    value = os.environ.get(ENV_ACCEL, "").strip().lower()
-    if not value:
+    """The decision `hypervisor.accel` (or `COCOON_ACCEL`) forces, or None for auto."""
+    value = settings().hypervisor.accel
+    origin = settings().source("hypervisor.accel")
+    if value == "auto":
         return None
     if value == "kvm":
-        return AccelDecision("kvm", KVM_CPU, f"set by {ENV_ACCEL}", "env", verified=False,
-                             kvm_usable=True, kvm_detail=f"not probed ({ENV_ACCEL}=kvm)")
-    if value == "tcg":
-        return AccelDecision("tcg", TCG_CPU, f"set by {ENV_ACCEL}", "env", verified=False,
-                             kvm_usable=False, kvm_detail=f"not probed ({ENV_ACCEL}=tcg)")
-    raise HypervisorError(f"{ENV_ACCEL} must be kvm or tcg, not {value!r}", value=value)
+        return AccelDecision("kvm", KVM_CPU, f"set by {origin}", "env", verified=False,
+                             kvm_usable=True, kvm_detail=f"not probed (kvm set by {origin})")
+    return AccelDecision("tcg", TCG_CPU, f"set by {origin}", "env", verified=False,
+                         kvm_usable=False, kvm_detail=f"not probed (tcg set by {origin})")
 
 
 def kvm_device(path: Path = KVM_DEVICE) -> tuple[bool, str]:

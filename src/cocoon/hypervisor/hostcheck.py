@@ -204,7 +204,7 @@ def acceleration_checks(decision: accel.AccelDecision | None,
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(decision.probed_at))
         parts.append(f"probed {stamp}, cached")
     elif decision.source == "env":
-        parts.append(f"forced by {accel.ENV_ACCEL}, not probed")
+        parts.append(f"{decision.reason.replace('set by', 'forced by', 1)}, not probed")
     if decision.source == "probe":
         parts.append("probed now")
     verdict: Verdict = "ok" if decision.verified or decision.source == "env" else "fail"

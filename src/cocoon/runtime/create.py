@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from cocoon.config import current as settings
 from cocoon.errors import ConfigError, ContainerStateError, SandboxError
 from cocoon.metrics import labels as metric_labels
 from cocoon.oci import convert
@@ -61,7 +62,7 @@ def netns_of(spec: Spec) -> str | None:
 
 def shim_log(layout: Layout) -> Path:
     """Where a shim logs: its sandbox directory, or $COCOON_SHIM_LOG (kept after teardown)."""
-    return Path(os.environ.get("COCOON_SHIM_LOG") or layout.root / "shim.log")
+    return settings().runtime.shim_log or layout.root / "shim.log"
 
 
 def write_pid_file(path: Path, pid: int) -> None:

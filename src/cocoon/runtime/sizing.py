@@ -1,20 +1,22 @@
 """How big a container's VM is: guest memory is fixed when the VM boots.
 
 A container with a memory limit gets that limit plus room for the guest kernel and the agent;
-one without gets the default (`COCOON_VM_MEMORY_MIB`, 256 MiB).
+one without gets the default (`hypervisor.memory_mib`, 256 MiB).
 """
 
 from __future__ import annotations
 
-import os
-
+from cocoon.config import current as settings
 from cocoon.errors import ConfigError
 from cocoon.oci.spec import Spec
 
 MEMINFO = "/proc/meminfo"
 
-VM_MEMORY_MIB = int(os.environ.get("COCOON_VM_MEMORY_MIB", "256"))
 VM_OVERHEAD_MIB = 128  # guest kernel, agent and page cache beside the container's limit
+
+
+def default_memory_mib() -> int:
+    return settings().hypervisor.memory_mib
 
 
 def vm_memory_mib(spec: Spec) -> int:
@@ -22,8 +24,8 @@ def vm_memory_mib(spec: Spec) -> int:
     if spec.linux and spec.linux.resources and spec.linux.resources.memory:
         limit = spec.linux.resources.memory.limit
     if limit and limit > 0:
-        return max(VM_MEMORY_MIB, limit // (1 << 20) + VM_OVERHEAD_MIB)
-    return VM_MEMORY_MIB
+        return max(default_memory_mib(), limit // (1 << 20) + VM_OVERHEAD_MIB)
+    return default_memory_mib()
 
 
 def host_memory_mib(meminfo: str = MEMINFO) -> int | None:

@@ -14,11 +14,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cocoon.config import current as settings
+
 DEFAULT_VM_ROOT = Path("/run/cocoon-vm")
 
 
 def vm_root() -> Path:
-    return Path(os.environ.get("COCOON_VM_DIR") or DEFAULT_VM_ROOT)
+    return settings().runtime.vm_dir
+
+
+def _image() -> str | None:
+    image = settings().hypervisor.image
+    return str(image) if image else None
 
 
 def vm_dir_for(owner: str, sandbox_id: str) -> Path:
@@ -93,8 +100,9 @@ class SandboxConfig:
     sandbox_id: str
     vm_dir: str
     memory_mib: int = 256
-    vcpus: int = 1
-    machine: str = "q35"  # with empty root ports: interfaces can be hot-plugged after boot
+    vcpus: int = field(default_factory=lambda: settings().hypervisor.vcpus)
+    # q35 (the default) has empty root ports: interfaces can be hot-plugged after boot
+    machine: str = field(default_factory=lambda: settings().hypervisor.machine)
     share: bool = True
     hostname: str = ""
     netns: str | None = None
@@ -105,8 +113,9 @@ class SandboxConfig:
     kernel_args: tuple[str, ...] = ()
     asset_dir: str | None = None
     debug: bool = False
-    # boot this initrd (with the cached kernel) instead of the agent's image: test variants
-    initrd: str | None = None
+    # boot this initrd (with the cached kernel) instead of the agent's image: test variants,
+    # hypervisor.image
+    initrd: str | None = field(default_factory=lambda: _image())
     # the host cgroups (their cgroup.procs files) the monitor enters before it starts anything,
     # so QEMU and virtiofsd are born in them and charged there from their first page
     cgroup_procs: tuple[str, ...] = ()

@@ -105,7 +105,7 @@ class Monitor:
         boot = await asyncio.to_thread(vmstart.guest_boot, self.config, decision)
         self.kernel = boot.kernel
         template = await vmstart.obtain_template(self.config, boot, self.layout.qemu_dir,
-                                                 default_memory_mib=sizing.VM_MEMORY_MIB)
+                                                 default_memory_mib=sizing.default_memory_mib())
         if self.pool_template is not None and (template is None
                                                or template.name != self.pool_template):
             raise SandboxError(f"pool member for template {self.pool_template}: that is not "

@@ -28,15 +28,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cocoon.errors import CocoonError, ConfigError
+from cocoon.config import current as settings
+from cocoon.errors import CocoonError
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.layout import Layout, SandboxConfig, vm_root
 
 logger = logging.getLogger("cocoon.sandbox.pool")
 
-ENV_SIZE = "COCOON_POOL_SIZE"
-ENV_MEMORY = "COCOON_POOL_MEMORY_MIB"
-DEFAULT_MEMORY_MIB = 2048
+ENV_SIZE = "COCOON_POOL_SIZE"  # pool.size
+ENV_MEMORY = "COCOON_POOL_MEMORY_MIB"  # pool.memory_mib
 MIN_AVAILABLE_MIB = 1024
 MEMBER_OVERHEAD_MIB = 64  # QEMU's own and the monitor's, beside the copy of the template RAM
 INDEX = ".pool"
@@ -59,27 +59,13 @@ def renice(pids: list[int], value: int = 0) -> None:
                 os.setpriority(os.PRIO_PROCESS, int(tid), value)
 
 
-def _int_setting(name: str, default: int, environ: dict[str, str] | None) -> int:
-    env = os.environ if environ is None else environ
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, not {value}")
-    return value
-
-
 def size(environ: dict[str, str] | None = None) -> int:
     """Members kept ready per template (0: no pool)."""
-    return _int_setting(ENV_SIZE, 0, environ)
+    return settings(environ).pool.size
 
 
 def memory_bound_mib(environ: dict[str, str] | None = None) -> int:
-    return _int_setting(ENV_MEMORY, DEFAULT_MEMORY_MIB, environ)
+    return settings(environ).pool.memory_mib
 
 
 def index_dir(template: str) -> Path:
@@ -219,7 +205,8 @@ def refill(template: str, shape: SandboxConfig, cost_mib: int,
     for _ in range(want - len(mine)):
         if held + cost_mib > bound:
             logger.info("pool: not starting a member of %s: the pool would hold %d MiB, over "
-                        "%s=%d", template, held + cost_mib, ENV_MEMORY, bound)
+                        "pool.memory_mib (%s) %d", template, held + cost_mib,
+                        settings().source("pool.memory_mib"), bound)
             break
         if _mem_available_mib() - cost_mib < MIN_AVAILABLE_MIB:
             logger.info("pool: not starting a member of %s: the host has %d MiB available",
@@ -289,7 +276,8 @@ def _template_for(config: SandboxConfig) -> tuple[str, int] | None:
         cache_dir=Path(config.asset_dir) if config.asset_dir else None))
     boot = vmstart.guest_boot(config, decision)
     choice = policy.decide(accel=decision.accel, memory_mib=config.memory_mib,
-                           default_mib=sizing.VM_MEMORY_MIB, custom_initrd=boot.custom,
+                           default_mib=sizing.default_memory_mib(), custom_initrd=boot.custom,
+                           machine=config.machine,
                            known_image=boot.image_digest is not None)
     if not choice.use:
         return None

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocoon.config import current as settings
 from cocoon.errors import SandboxError
 
 logger = logging.getLogger("cocoon.sandbox.virtiofsd")
@@ -45,19 +46,9 @@ class Tuning:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Tuning:
-        """COCOON_VIRTIOFS_CACHE, COCOON_VIRTIOFS_THREADS, COCOON_VIRTIOFS_WRITEBACK (0/1)."""
-        env = os.environ if env is None else env
-        cache = env.get("COCOON_VIRTIOFS_CACHE", "auto")
-        if cache not in CACHE_MODES:
-            raise SandboxError(f"COCOON_VIRTIOFS_CACHE={cache!r}: must be one of "
-                               f"{', '.join(CACHE_MODES)}")
-        raw = env.get("COCOON_VIRTIOFS_THREADS", "0")
-        if not raw.isdigit() or int(raw) > 64:
-            raise SandboxError(f"COCOON_VIRTIOFS_THREADS={raw!r}: must be 0 to 64")
-        writeback = env.get("COCOON_VIRTIOFS_WRITEBACK", "0")
-        if writeback not in ("0", "1"):
-            raise SandboxError(f"COCOON_VIRTIOFS_WRITEBACK={writeback!r}: must be 0 or 1")
-        return cls(cache, int(raw), writeback == "1")
+        """[share] cache, threads, writeback; COCOON_VIRTIOFS_CACHE, _THREADS, _WRITEBACK (0/1)."""
+        share = settings(env).share  # [share] of the config file, the variables first
+        return cls(share.cache, share.threads, share.writeback)
 
 
 def command(listen_fd: int, source: Path, binary: Path = VIRTIOFSD,

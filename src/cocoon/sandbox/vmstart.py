@@ -9,17 +9,16 @@ when it is the policy, a warning when a template was there but damaged).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon.errors import CocoonError, ConfigError, TemplateError
+from cocoon.config import current as settings
+from cocoon.errors import CocoonError, TemplateError
 from cocoon.guest import assets
 from cocoon.guest.cache import read_json, resolve_cache_dir
 from cocoon.guest.kernel import Kernel
 from cocoon.hypervisor import accel as accel_mod
 from cocoon.hypervisor.config import (
-    DEFAULT_TB_SIZE_MIB,
     MemoryBackend,
     NetInterface,
     VirtioFsShare,
@@ -27,12 +26,11 @@ from cocoon.hypervisor.config import (
 )
 from cocoon.sandbox.layout import Layout, SandboxConfig
 from cocoon.template import build, policy, store
+from cocoon.template.policy import TEMPLATE_MACHINE
 from cocoon.template.spec import HOTPLUG_PORTS, TemplateSpec
 
 logger = logging.getLogger("cocoon.sandbox.vmstart")
 
-ENV_TB_SIZE = "COCOON_TCG_TB_MIB"
-TEMPLATE_MACHINE = "q35"  # empty PCIe root ports make hot-plug cheap (see docs/templates.md)
 BUILD_LOCK_TIMEOUT = 300.0
 
 
@@ -67,25 +65,17 @@ def _image_digest(initrd: Path) -> str | None:
 
 
 def tb_size_mib() -> int:
-    """TCG's translation buffer per VM, in MiB (`COCOON_TCG_TB_MIB`): QEMU fills it with the
-    guest code it translates and keeps it resident, so it is a large part of what an idle
+    """TCG's translation buffer per VM, in MiB (`hypervisor.tcg_tb_mib`): QEMU fills it with
+    the guest code it translates and keeps it resident, so it is a large part of what an idle
     sandbox costs under TCG; a smaller one means more retranslation while the guest works."""
-    text = os.environ.get(ENV_TB_SIZE, "").strip()
-    if not text:
-        return DEFAULT_TB_SIZE_MIB
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(f"{ENV_TB_SIZE} must be a positive number of MiB, not {text!r}")
-    return value
+    return settings().hypervisor.tcg_tb_mib
 
 
 def kernel_args(config: SandboxConfig) -> tuple[str, ...]:
     args = list(config.kernel_args)
-    if config.debug:
-        args.append("COCOON_AGENT_LOG=DEBUG")
+    level = "DEBUG" if config.debug else settings().agent.log_level.upper()
+    if level != "INFO":  # the agent's default: the kernel command line (and template) as before
+        args.append(f"COCOON_AGENT_LOG={level}")
     return tuple(args)
 
 
@@ -107,6 +97,7 @@ async def obtain_template(config: SandboxConfig, boot: GuestBoot, work: Path,
     (with the reason logged) to boot cold."""
     choice = policy.decide(accel=boot.decision.accel, memory_mib=config.memory_mib,
                            default_mib=default_memory_mib, custom_initrd=boot.custom,
+                           machine=config.machine,
                            known_image=boot.image_digest is not None)
     if not choice.use:
         logger.debug("sandbox %s boots cold: %s", config.sandbox_id, choice.reason)

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocoon.config import current as settings
 from cocoon.errors import ConfigError
 from cocoon.sandbox.layout import vm_dir_for
 
-SOCKET_DIR = Path(os.environ.get("COCOON_SHIM_SOCKET_DIR") or "/run/containerd/s")
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 ADDRESS_FILE = "address"
@@ -31,6 +31,11 @@ class PodRef:
 
     pod_id: str
     sandbox: bool  # the pause/sandbox container, or a standalone container (its own pod)
+
+
+def socket_dir() -> Path:
+    """Where the shims listen (`runtime.shim_socket_dir`)."""
+    return settings().runtime.shim_socket_dir
 
 
 def pod_of(container_id: str, annotations: Mapping[str, str]) -> PodRef:
@@ -57,7 +62,7 @@ def bundle_annotations(bundle: Path) -> dict[str, str]:
 
 def socket_path(containerd_address: str, namespace: str, pod_id: str) -> Path:
     digest = hashlib.sha256(f"{containerd_address}/{namespace}/{pod_id}".encode()).hexdigest()
-    return SOCKET_DIR / digest
+    return socket_dir() / digest
 
 
 def socket_url(path: Path) -> str:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from cocoon import log
+from cocoon.config import current as settings
 from cocoon.protocols.gen import containerd_task_pb2
 from cocoon.shim.address import vm_dir
 from cocoon.shim.events import Publisher
@@ -38,9 +39,10 @@ SHUTDOWN_GRACE = 1.0
 
 
 def setup_logging(debug: bool) -> None:
-    """Log to containerd's `log` fifo in the working directory (and COCOON_SHIM_LOG if set)."""
-    # without COCOON_SHIM_LOG the first handler writes to stderr, which is /dev/null
-    root = log.setup("DEBUG" if debug else "INFO", path=os.environ.get("COCOON_SHIM_LOG"))
+    """Log to containerd's `log` fifo in the working directory (and `runtime.shim_log`)."""
+    # without runtime.shim_log the first handler writes to stderr, which is /dev/null
+    shim_log = settings().runtime.shim_log
+    root = log.setup("DEBUG" if debug else "INFO", path=str(shim_log) if shim_log else None)
     fifo = FifoHandler(Path("log").absolute())
     fifo.setFormatter(log.TextFormatter())
     root.addHandler(fifo)

@@ -25,7 +25,7 @@ from cocoon import __version__
 from cocoon.errors import CocoonError, RPCError
 from cocoon.protocols.gen import containerd_task_pb2 as api
 from cocoon.shim import address as addr
-from cocoon.shim import mounts
+from cocoon.shim import mounts, options
 from cocoon.shim.events import timestamp
 from cocoon.shim.flags import ShimFlags, parse_flags
 from cocoon.shim.pod import saved_cgroup, stop_pod_vm
@@ -55,8 +55,8 @@ def answers(path: Path) -> bool:
 @contextlib.contextmanager
 def _socket_dir_lock() -> Iterator[int]:
     """Serialise `start`s: two containers of one pod must not both start a shim."""
-    addr.SOCKET_DIR.mkdir(parents=True, exist_ok=True, mode=0o711)
-    fd = os.open(addr.SOCKET_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    addr.socket_dir().mkdir(parents=True, exist_ok=True, mode=0o711)
+    fd = os.open(addr.socket_dir(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
@@ -165,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             raise CocoonError("shim id cannot be empty (-id)")
         bundle = Path(flags.bundle or os.getcwd()).absolute()
         if flags.action == "start":
+            config_path = options.config_path(options.read_stdin())  # the RuntimeClass's file
+            if config_path is not None:
+                options.adopt(config_path, bundle)
             sys.stdout.write(start(flags, bundle))
             return 0
         if flags.action == "delete":
+            options.readopt(bundle)
             sys.stdout.buffer.write(delete(flags, bundle).SerializeToString())
             return 0
         raise CocoonError(f"unknown action {flags.action!r}: expected start or delete"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cocoon.config import current as settings
 from cocoon.errors import TemplateError
 from cocoon.guest.cache import resolve_cache_dir
 from cocoon.hypervisor import accel as accel_mod
@@ -25,10 +26,12 @@ def _config(memory_mib: int, vcpus: int, work: Path) -> SandboxConfig:
                          vcpus=vcpus)
 
 
-async def build(memory_mib: int = sizing.VM_MEMORY_MIB, vcpus: int = 1,
+async def build(memory_mib: int | None = None, vcpus: int | None = None,
                 rebuild: bool = False) -> tuple[store.Template, bool]:
-    """The template sandboxes of this size use, built unless a whole one exists (or `rebuild`);
-    returns it and whether it was built now."""
+    """The template sandboxes of this size use (by default the configured VM's), built unless
+    a whole one exists (or `rebuild`); returns it and whether it was built now."""
+    memory_mib = memory_mib or sizing.default_memory_mib()
+    vcpus = vcpus or settings().hypervisor.vcpus
     root = vm_root()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="tpl-", dir=root))  # short socket paths

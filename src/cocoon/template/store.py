@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cocoon.config import current as settings
 from cocoon.errors import TemplateError
 from cocoon.template.spec import TemplateSpec
 
@@ -64,9 +65,8 @@ ENV_DIR = "COCOON_TEMPLATE_DIR"
 
 
 def templates_dir(cache: Path) -> Path:
-    """`$COCOON_TEMPLATE_DIR`, else `<asset cache>/templates`."""
-    env = os.environ.get(ENV_DIR)
-    return Path(env).absolute() if env else cache / TEMPLATES
+    """`runtime.template_dir` (`$COCOON_TEMPLATE_DIR`), else `<asset cache>/templates`."""
+    return settings().runtime.template_dir or cache / TEMPLATES
 
 
 def template_dir(cache: Path, spec: TemplateSpec) -> Path:
