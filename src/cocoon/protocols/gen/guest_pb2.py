@@ -22,43 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cocoon.protocols.gen import kata_oci_pb2 as cocoon_dot_protocols_dot_gen_dot_kata__oci__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\"7\n\x15ListeningPortsRequest\x12\r\n\x05known\x18\x01 \x03(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\'\n\x16ListeningPortsResponse\x12\r\n\x05ports\x18\x01 \x03(\r\"\"\n\x12PortConnectRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\")\n\x13PortConnectResponse\x12\x12\n\nconnection\x18\x01 \x01(\x04\"4\n\x10PortWriteRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x11PortWriteResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"2\n\x0fPortReadRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0b\n\x03len\x18\x02 \x01(\r\" \n\x10PortReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x10PortCloseRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x12\n\nwrite_only\x18\x02 \x01(\x08\"\x13\n\x11PortCloseResponse\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\xe6\x03\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponse\x12O\n\x0eListeningPorts\x12\x1d.cocoon.ListeningPortsRequest\x1a\x1e.cocoon.ListeningPortsResponse\x12\x46\n\x0bPortConnect\x12\x1a.cocoon.PortConnectRequest\x1a\x1b.cocoon.PortConnectResponse\x12@\n\tPortWrite\x12\x18.cocoon.PortWriteRequest\x1a\x19.cocoon.PortWriteResponse\x12=\n\x08PortRead\x12\x17.cocoon.PortReadRequest\x1a\x18.cocoon.PortReadResponse\x12@\n\tPortClose\x12\x18.cocoon.PortCloseRequest\x1a\x19.cocoon.PortCloseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\x1a#cocoon/protocols/gen/kata_oci.proto\"_\n\x0b\x43riuOptions\x12\x11\n\timage_dir\x18\x01 \x01(\t\x12\x10\n\x08work_dir\x18\x02 \x01(\t\x12\x17\n\x0ftcp_established\x18\x03 \x01(\x08\x12\x12\n\nfile_locks\x18\x04 \x01(\x08\"l\n\x1a\x43heckpointContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12!\n\x04\x63riu\x18\x02 \x01(\x0b\x32\x13.cocoon.CriuOptions\x12\x15\n\rleave_running\x18\x03 \x01(\x08\"\x1d\n\x1b\x43heckpointContainerResponse\"k\n\x17RestoreContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x17\n\x03OCI\x18\x02 \x01(\x0b\x32\n.grpc.Spec\x12!\n\x04\x63riu\x18\x03 \x01(\x0b\x32\x13.cocoon.CriuOptions\"\'\n\x18RestoreContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"7\n\x15ListeningPortsRequest\x12\r\n\x05known\x18\x01 \x03(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\'\n\x16ListeningPortsResponse\x12\r\n\x05ports\x18\x01 \x03(\r\"\"\n\x12PortConnectRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\")\n\x13PortConnectResponse\x12\x12\n\nconnection\x18\x01 \x01(\x04\"4\n\x10PortWriteRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x11PortWriteResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"2\n\x0fPortReadRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0b\n\x03len\x18\x02 \x01(\r\" \n\x10PortReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x10PortCloseRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x12\n\nwrite_only\x18\x02 \x01(\x08\"\x13\n\x11PortCloseResponse\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\x9d\x05\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponse\x12O\n\x0eListeningPorts\x12\x1d.cocoon.ListeningPortsRequest\x1a\x1e.cocoon.ListeningPortsResponse\x12\x46\n\x0bPortConnect\x12\x1a.cocoon.PortConnectRequest\x1a\x1b.cocoon.PortConnectResponse\x12@\n\tPortWrite\x12\x18.cocoon.PortWriteRequest\x1a\x19.cocoon.PortWriteResponse\x12=\n\x08PortRead\x12\x17.cocoon.PortReadRequest\x1a\x18.cocoon.PortReadResponse\x12@\n\tPortClose\x12\x18.cocoon.PortCloseRequest\x1a\x19.cocoon.PortCloseResponse\x12^\n\x13\x43heckpointContainer\x12\".cocoon.CheckpointContainerRequest\x1a#.cocoon.CheckpointContainerResponse\x12U\n\x10RestoreContainer\x12\x1f.cocoon.RestoreContainerRequest\x1a .cocoon.RestoreContainerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cocoon.protocols.gen.guest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTENINGPORTSREQUEST']._serialized_start=44
-  _globals['_LISTENINGPORTSREQUEST']._serialized_end=99
-  _globals['_LISTENINGPORTSRESPONSE']._serialized_start=101
-  _globals['_LISTENINGPORTSRESPONSE']._serialized_end=140
-  _globals['_PORTCONNECTREQUEST']._serialized_start=142
-  _globals['_PORTCONNECTREQUEST']._serialized_end=176
-  _globals['_PORTCONNECTRESPONSE']._serialized_start=178
-  _globals['_PORTCONNECTRESPONSE']._serialized_end=219
-  _globals['_PORTWRITEREQUEST']._serialized_start=221
-  _globals['_PORTWRITEREQUEST']._serialized_end=273
-  _globals['_PORTWRITERESPONSE']._serialized_start=275
-  _globals['_PORTWRITERESPONSE']._serialized_end=307
-  _globals['_PORTREADREQUEST']._serialized_start=309
-  _globals['_PORTREADREQUEST']._serialized_end=359
-  _globals['_PORTREADRESPONSE']._serialized_start=361
-  _globals['_PORTREADRESPONSE']._serialized_end=393
-  _globals['_PORTCLOSEREQUEST']._serialized_start=395
-  _globals['_PORTCLOSEREQUEST']._serialized_end=453
-  _globals['_PORTCLOSERESPONSE']._serialized_start=455
-  _globals['_PORTCLOSERESPONSE']._serialized_end=474
-  _globals['_WARMUPREQUEST']._serialized_start=476
-  _globals['_WARMUPREQUEST']._serialized_end=507
-  _globals['_WARMUPRESPONSE']._serialized_start=509
-  _globals['_WARMUPRESPONSE']._serialized_end=542
-  _globals['_TRIMMEMORYREQUEST']._serialized_start=544
-  _globals['_TRIMMEMORYREQUEST']._serialized_end=588
-  _globals['_TRIMMEMORYRESPONSE']._serialized_start=590
-  _globals['_TRIMMEMORYRESPONSE']._serialized_end=673
-  _globals['_GUESTAGENT']._serialized_start=676
-  _globals['_GUESTAGENT']._serialized_end=1162
+  _globals['_CRIUOPTIONS']._serialized_start=81
+  _globals['_CRIUOPTIONS']._serialized_end=176
+  _globals['_CHECKPOINTCONTAINERREQUEST']._serialized_start=178
+  _globals['_CHECKPOINTCONTAINERREQUEST']._serialized_end=286
+  _globals['_CHECKPOINTCONTAINERRESPONSE']._serialized_start=288
+  _globals['_CHECKPOINTCONTAINERRESPONSE']._serialized_end=317
+  _globals['_RESTORECONTAINERREQUEST']._serialized_start=319
+  _globals['_RESTORECONTAINERREQUEST']._serialized_end=426
+  _globals['_RESTORECONTAINERRESPONSE']._serialized_start=428
+  _globals['_RESTORECONTAINERRESPONSE']._serialized_end=467
+  _globals['_LISTENINGPORTSREQUEST']._serialized_start=469
+  _globals['_LISTENINGPORTSREQUEST']._serialized_end=524
+  _globals['_LISTENINGPORTSRESPONSE']._serialized_start=526
+  _globals['_LISTENINGPORTSRESPONSE']._serialized_end=565
+  _globals['_PORTCONNECTREQUEST']._serialized_start=567
+  _globals['_PORTCONNECTREQUEST']._serialized_end=601
+  _globals['_PORTCONNECTRESPONSE']._serialized_start=603
+  _globals['_PORTCONNECTRESPONSE']._serialized_end=644
+  _globals['_PORTWRITEREQUEST']._serialized_start=646
+  _globals['_PORTWRITEREQUEST']._serialized_end=698
+  _globals['_PORTWRITERESPONSE']._serialized_start=700
+  _globals['_PORTWRITERESPONSE']._serialized_end=732
+  _globals['_PORTREADREQUEST']._serialized_start=734
+  _globals['_PORTREADREQUEST']._serialized_end=784
+  _globals['_PORTREADRESPONSE']._serialized_start=786
+  _globals['_PORTREADRESPONSE']._serialized_end=818
+  _globals['_PORTCLOSEREQUEST']._serialized_start=820
+  _globals['_PORTCLOSEREQUEST']._serialized_end=878
+  _globals['_PORTCLOSERESPONSE']._serialized_start=880
+  _globals['_PORTCLOSERESPONSE']._serialized_end=899
+  _globals['_WARMUPREQUEST']._serialized_start=901
+  _globals['_WARMUPREQUEST']._serialized_end=932
+  _globals['_WARMUPRESPONSE']._serialized_start=934
+  _globals['_WARMUPRESPONSE']._serialized_end=967
+  _globals['_TRIMMEMORYREQUEST']._serialized_start=969
+  _globals['_TRIMMEMORYREQUEST']._serialized_end=1013
+  _globals['_TRIMMEMORYRESPONSE']._serialized_start=1015
+  _globals['_TRIMMEMORYRESPONSE']._serialized_end=1098
+  _globals['_GUESTAGENT']._serialized_start=1101
+  _globals['_GUESTAGENT']._serialized_end=1770
 # @@protoc_insertion_point(module_scope)
