@@ -78,10 +78,14 @@ def common_args(options: guest_pb2.CriuOptions, work: str, log: str) -> list[str
 
 
 def dump_args(pid: int, mounts: Iterable[Mount], options: guest_pb2.CriuOptions,
-              images: str, work: str, leave_running: bool) -> list[str]:
+              images: str, work: str, leave_running: bool, frozen: str | None = None
+              ) -> list[str]:
     """`criu dump` of the tree rooted at `pid`; each volume is an external mount named by its
-    destination, so that restore can give it the new guest's source."""
+    destination, so that restore can give it the new guest's source. A paused container's
+    cgroup (`frozen`) is CRIU's freezer: ptrace cannot stop a task the cgroup holds frozen."""
     args = [CRIU, "dump", "-t", str(pid), "-D", images, *common_args(options, work, DUMP_LOG)]
+    if frozen is not None:
+        args += ["--freeze-cgroup", frozen]
     for mount in _binds(mounts):
         args += ["--ext-mount-map", f"{mount.destination}:{mount.destination}"]
     if leave_running:
@@ -147,7 +151,7 @@ async def checkpoint(container: Container, options: guest_pb2.CriuOptions,
                      leave_running: bool, reaper: Reaper) -> None:
     """Dump the container's processes into the image directory; unless `leave_running`, CRIU
     kills them once dumped (the container is then stopped, as after runc checkpoint)."""
-    if container.status is not Status.RUNNING:
+    if container.status not in (Status.RUNNING, Status.PAUSED):
         raise ContainerError(FAILED_PRECONDITION, f"container {container.id} is "
                              f"{container.status.value}, not running")
     if container.init is None or not container.init.pid:
@@ -161,7 +165,9 @@ async def checkpoint(container: Container, options: guest_pb2.CriuOptions,
     with open(os.path.join(images, DESCRIPTORS), "w") as f:
         json.dump(descriptors, f)
     mounts = container.config.init.rootfs.mounts
-    code = await _run_criu(dump_args(pid, mounts, options, images, work, leave_running), reaper)
+    frozen = str(container.cgroup.path) if container.paused and container.cgroup else None
+    code = await _run_criu(dump_args(pid, mounts, options, images, work, leave_running, frozen),
+                           reaper)
     if code != 0:
         raise ContainerError(INTERNAL, f"criu dump of container {container.id} failed "
                              f"(exit {code}): {criu_error(Path(work) / DUMP_LOG)}")
