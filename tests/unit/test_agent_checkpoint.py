@@ -74,3 +74,21 @@ def test_a_criu_failure_reads_as_its_last_errors(tmp_path: Path) -> None:
                                           "(c.c:3): third | (00.5) Error (d.c:4): Dumping "
                                           "FAILED.")
     assert checkpoint.criu_error(tmp_path / "missing.log") == "no log"
+
+
+def test_mount_points_are_made_in_the_rootfs_for_the_top_mounts(tmp_path: Path) -> None:
+    source_file = tmp_path / "hosts"
+    source_file.write_text("")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    mounts = [Mount("/dev", "tmpfs", "tmpfs"), Mount("/dev/pts", "devpts", "devpts"),
+              Mount("/run", "tmpfs", "tmpfs"),
+              Mount("/etc/hosts", "bind", str(source_file), ("rbind",))]
+    assert [m.destination for m in checkpoint.top_mount_points(mounts)] == [
+        "/dev", "/run", "/etc/hosts"]
+    checkpoint.make_mount_points(str(rootfs), mounts)
+    assert (rootfs / "dev").is_dir() and (rootfs / "run").is_dir()
+    assert (rootfs / "etc/hosts").is_file() and not (rootfs / "dev/pts").exists()
+    (rootfs / "evil").symlink_to("/")  # a symlink in the rootfs is resolved inside it
+    checkpoint.make_mount_points(str(rootfs), [Mount("/evil/made", "tmpfs", "tmpfs")])
+    assert (rootfs / "made").is_dir() and not Path("/made").exists()

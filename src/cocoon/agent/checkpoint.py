@@ -36,6 +36,7 @@ from cocoon.agent.container import (
 )
 from cocoon.agent.process import Reaper
 from cocoon.agent.rootfs import Mount, reach_sources
+from cocoon.linux.paths import make_in_root
 from cocoon.protocols.gen import guest_pb2
 
 CRIU = "/usr/sbin/criu"
@@ -103,6 +104,32 @@ def restore_args(rootfs: str, mounts: Iterable[Mount], options: guest_pb2.CriuOp
     for fd, name in inherit:
         args += ["--inherit-fd", f"fd[{fd}]:{name}"]
     return args
+
+
+def top_mount_points(mounts: Iterable[Mount]) -> list[Mount]:
+    """The mounts whose mount point lies in the rootfs itself, not in another mount of the
+    container (what is in a tmpfs or in /proc, CRIU restores with its parent)."""
+    destinations = [m.destination.rstrip("/") for m in mounts]
+    return [m for m in mounts
+            if not any(m.destination.startswith(d + "/") for d in destinations if d)]
+
+
+def make_mount_points(rootfs: str, mounts: Iterable[Mount]) -> None:
+    """CRIU mounts into the points it finds; a rootfs that is not the dumped one (containerd
+    restores into a fresh snapshot of the image) may lack those `create` made, so they are
+    made here, inside the rootfs, as `create` makes them."""
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for mount in top_mount_points(mounts):
+            as_file = _is_bind(mount) and os.path.isfile(mount.source)
+            try:
+                os.close(make_in_root(root_fd, mount.destination, as_file=as_file))
+            except OSError as err:
+                raise ContainerError(FAILED_PRECONDITION, f"cannot make mount point "
+                                     f"{mount.destination} in the rootfs: "
+                                     f"{err.strerror or err}") from None
+    finally:
+        os.close(root_fd)
 
 
 def stdio_descriptors(pid: int) -> list[str]:
@@ -207,6 +234,7 @@ async def restore(container_id: str, config: ContainerConfig, options: guest_pb2
     streams = _Streams(terminal=False)
     try:
         reach_sources(plan.rootfs, plan.mounts)
+        make_mount_points(plan.rootfs, plan.mounts)
         args = restore_args(plan.rootfs, plan.mounts, options, images, work,
                             inherited(descriptors, streams.child_fds))
         pidfile = Path(work) / PIDFILE

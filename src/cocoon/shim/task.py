@@ -214,8 +214,14 @@ class TaskService:
                     container_id=container.id, exec_id=process.exec_id, pid=self.pid))
             elif container.restore is not None:
                 path, oci = container.restore
-                await checkpoint.restore(self.agent, self.pod.share, container.id, oci, path)
                 container.restore = None
+                try:
+                    await checkpoint.restore(self.agent, self.pod.share, container.id, oci,
+                                             path)
+                except BaseException:  # nothing runs: the task is stopped, for Delete
+                    process.record_exit(LOST_STATUS)
+                    process.exited.set()
+                    raise
                 process.status = RUNNING
                 await self._connect_stdin(process)
                 process.relay = asyncio.create_task(self._watch(container, process),
