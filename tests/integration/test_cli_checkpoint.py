@@ -149,3 +149,9 @@ def test_checkpoint_and_restore_refusals(state_root: Path, tmp_path: Path) -> No
     finally:
         cli("delete", "--force", cid)
     assert not any(images.iterdir())
+    # images CRIU cannot read: the restore fails in the new VM, in one line, and undoes itself
+    (images / "descriptors.json").write_text('["/dev/null", "pipe:[1]", "pipe:[2]"]')
+    (images / "inventory.img").write_bytes(b"not an image")
+    one_line_refusal(cli("restore", "--image-path", str(images), "--bundle", str(bundle),
+                         "r2"), "criu restore of container r2 failed")
+    assert cli("state", "r2").returncode != 0 and not (state_root / "r2").exists()
