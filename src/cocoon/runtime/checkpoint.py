@@ -71,7 +71,7 @@ def checkpoint(store: StateStore, container_id: str, options: CheckpointOptions)
     with store.lock(state.id):
         state = store.load(state.id)
         status = state.current_status()
-        if status is not Status.RUNNING:
+        if status not in (Status.RUNNING, Status.PAUSED):  # paused: through its frozen cgroup
             raise ContainerStateError(f"cannot checkpoint container {state.id}: it is {status}",
                                       id=state.id, status=str(status))
         spec = store.config(state.id)
