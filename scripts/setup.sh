@@ -28,7 +28,8 @@ fi
 runtime_pkgs=(qemu-system-x86 qemu-utils iproute2 ca-certificates lz4 util-linux)
 test_pkgs=(podman runc conmon containerd docker.io tmux socat iptables uidmap
            containernetworking-plugins
-           slirp4netns fuse-overlayfs busybox-static python3-seccomp prometheus)
+           slirp4netns fuse-overlayfs busybox-static python3-seccomp prometheus
+           criu)  # only for podman's CRIU version check before `container checkpoint`
 pkgs=("${runtime_pkgs[@]}")
 [ "$want_test" = 1 ] && pkgs+=("${test_pkgs[@]}")
 

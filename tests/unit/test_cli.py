@@ -117,6 +117,7 @@ def test_features_and_version(tmp_path: Path) -> None:
     assert features["linux"]["cgroup"]["v2"] is True
     assert "SCMP_ACT_ERRNO" in features["linux"]["seccomp"]["actions"]
     assert "CAP_SYS_ADMIN" in features["linux"]["capabilities"]
+    assert features["annotations"]["org.opencontainers.runc.checkpoint.enabled"] == "true"
     version = cocoon("version", root=tmp_path).stdout
     assert version.startswith("cocoon version ") and "spec: 1." in version
     assert cocoon("--version", root=tmp_path).stdout.startswith("cocoon version")

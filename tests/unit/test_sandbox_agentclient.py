@@ -140,6 +140,18 @@ CASES = [
          guest_pb2.TrimMemoryRequest(keep_free_bytes=16 << 20), TRIM, TRIM),
     Case("warm_up", lambda a: a.warm_up(), GUEST, "WarmUp", guest_pb2.WarmUpRequest(),
          guest_pb2.WarmUpResponse(seconds=0.25), 0.25),
+    Case("checkpoint_container",
+         lambda a: a.checkpoint_container("c", "/run/cocoon/shared/c/checkpoint/images",
+                                          leave_running=True, file_locks=True),
+         GUEST, "CheckpointContainer", guest_pb2.CheckpointContainerRequest(
+             container_id="c", leave_running=True, criu=guest_pb2.CriuOptions(
+                 image_dir="/run/cocoon/shared/c/checkpoint/images", file_locks=True))),
+    Case("restore_container",
+         lambda a: a.restore_container("c", SPEC, "/i", work_dir="/w", tcp_established=True),
+         GUEST, "RestoreContainer", guest_pb2.RestoreContainerRequest(
+             container_id="c", OCI=SPEC, criu=guest_pb2.CriuOptions(
+                 image_dir="/i", work_dir="/w", tcp_established=True)),
+         guest_pb2.RestoreContainerResponse(pid=42), 42),
     Case("listening_ports", lambda a: a.listening_ports({80, 22}, 1.5), GUEST, "ListeningPorts",
          guest_pb2.ListeningPortsRequest(known=[22, 80], wait_ms=1500),
          guest_pb2.ListeningPortsResponse(ports=[8080, 0, 70000, 22, 22]), [22, 8080]),
@@ -174,6 +186,17 @@ def test_each_method_sends_its_request_and_returns_a_plain_value(case: Case) -> 
 
     assert run(scenario()) == case.result
     assert agent.calls == [(case.service, case.method, case.request)]
+
+
+def test_a_restored_pid_out_of_range_is_refused() -> None:
+    agent = FakeAgent(replies={"RestoreContainer": guest_pb2.RestoreContainerResponse(pid=0)})
+
+    async def scenario() -> None:
+        async with connected(agent) as (client, _):
+            await client.restore_container("c", SPEC, "/i")
+
+    with pytest.raises(AgentError, match="restored container c with pid 0, out of range"):
+        run(scenario())
 
 
 def test_every_method_of_the_client_is_covered() -> None:

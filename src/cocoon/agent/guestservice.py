@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocoon.agent import gueststats, ports, trim, warmup
+from cocoon.agent import checkpoint, gueststats, ports, trim, warmup
 from cocoon.agent.service import AgentService
 from cocoon.protocols.gen import guest_pb2
 from cocoon.ttrpc.server import CallContext
@@ -47,6 +47,22 @@ class GuestAgentService:
                         ctx: CallContext) -> guest_pb2.PortCloseResponse:
         await self.ports.close(request.connection, request.write_only)
         return guest_pb2.PortCloseResponse()
+
+    # --- checkpoint and restore (agent/checkpoint.py) ----------------------------------------
+
+    async def CheckpointContainer(self, request: guest_pb2.CheckpointContainerRequest,
+                                  ctx: CallContext) -> guest_pb2.CheckpointContainerResponse:
+        state = self.agent.state
+        await checkpoint.checkpoint(state.container(request.container_id), request.criu,
+                                    request.leave_running, state.reaper)
+        return guest_pb2.CheckpointContainerResponse()
+
+    async def RestoreContainer(self, request: guest_pb2.RestoreContainerRequest,
+                               ctx: CallContext) -> guest_pb2.RestoreContainerResponse:
+        await self.agent.restore(request.container_id, request.OCI, request.criu)
+        container = self.agent.state.container(request.container_id)
+        pid = container.init.pid if container.init is not None else 0
+        return guest_pb2.RestoreContainerResponse(pid=pid or 0)
 
     # --- metrics --------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from collections import deque
 from google.protobuf import empty_pb2
 
 from cocoon import __version__
-from cocoon.agent import hostpaths, network, pid1, plan
+from cocoon.agent import checkpoint, hostpaths, network, pid1, plan
 from cocoon.agent.container import (
     ALREADY_EXISTS,
     INVALID_ARGUMENT,
@@ -36,7 +36,7 @@ from cocoon.errors import ConfigError, RPCError
 from cocoon.linux import syscalls as sc
 from cocoon.oci import convert
 from cocoon.oci.spec import parse_spec
-from cocoon.protocols.gen import agent_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
+from cocoon.protocols.gen import agent_pb2, guest_pb2, health_pb2, kata_oci_pb2, kata_types_pb2
 from cocoon.ttrpc.server import CallContext
 from cocoon.ttrpc.status import StatusCode
 
@@ -314,6 +314,24 @@ class AgentService:
         except (ConfigError, ValueError) as err:
             raise ContainerError(INVALID_ARGUMENT, str(err)) from err
         container = await Container.create(cid, config, self.state.reaper)
+        self.state.containers[cid] = container
+        self.state.oom_seen[cid] = 0
+
+    async def restore(self, cid: str, oci: kata_oci_pb2.Spec,
+                      options: guest_pb2.CriuOptions) -> None:
+        """A container made of a checkpoint's processes (`cocoon.agent.checkpoint`)."""
+        if not cid or "/" in cid or cid.startswith("."):
+            raise ContainerError(INVALID_ARGUMENT, f"invalid container id {cid!r}")
+        if cid in self.state.containers:
+            raise ContainerError(ALREADY_EXISTS, f"container {cid!r} already exists")
+        _check_host_paths(oci, self.state.mounted)
+        try:
+            spec = parse_spec(convert.spec_from_proto(oci).to_dict(),
+                              source=f"container {cid} spec")
+            config = plan.container_config(cid, spec, self.state.containers)
+        except (ConfigError, ValueError) as err:
+            raise ContainerError(INVALID_ARGUMENT, str(err)) from err
+        container = await checkpoint.restore(cid, config, options, self.state.reaper)
         self.state.containers[cid] = container
         self.state.oom_seen[cid] = 0
 

@@ -35,6 +35,8 @@ def features() -> dict[str, Any]:
         },
         "annotations": {
             "io.github.cocoon.vm": "every container runs in its own VM with its own kernel",
+            # runc's key: checkpoint and restore work (CRIU runs in the guest)
+            "org.opencontainers.runc.checkpoint.enabled": "true",
         },
     }
 

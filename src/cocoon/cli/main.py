@@ -36,6 +36,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "pause": ("pause", "freeze every process of a container"),
     "resume": ("pause", "thaw a paused container"),
     "update": ("update", "update a container's resource limits"),
+    "checkpoint": ("checkpoint", "save a running container's processes and stop it"),
+    "restore": ("checkpoint", "restore a container from a checkpoint"),
     "events": ("events", "print container statistics and OOM events"),
     "spec": ("spec", "create a new specification file (config.json)"),
     "features": ("features", "print the features this runtime supports"),

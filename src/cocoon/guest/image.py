@@ -30,12 +30,22 @@ from cocoon.guest.progress import Progress, Steps
 
 logger = logging.getLogger("cocoon.guest.image")
 
+# CRIU, which checkpoints and restores a container's processes in the guest (docs/design.md,
+# "Checkpoint and restore"), and the libraries it links against (its Python tools are pruned).
+CRIU_PACKAGES: tuple[str, ...] = (
+    "criu", "libbsd0", "libmd0", "libgnutls30", "libgmp10", "libhogweed6", "libidn2-0",
+    "libnettle8", "libp11-kit0", "libtasn1-6", "libunistring2", "libnftables1", "libjansson4",
+    "libmnl0", "libnftnl11", "libxtables12", "libprotobuf-c1", "libnl-3-200", "libnet1",
+    # GNU tar: CRIU saves and restores a tmpfs (the container's /dev) with its flags
+    "tar", "libacl1", "libselinux1", "libpcre2-8-0",
+)
 # Python (minimal, the standard library, seccomp bindings), busybox, and the shared libraries
 # they and protobuf's upb extension (C++) link against.
 GUEST_PACKAGES: tuple[str, ...] = (
     "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
     "python3-seccomp", "libseccomp2", "busybox-static",
     "libc6", "libffi8", "zlib1g", "libexpat1", "libstdc++6", "libgcc-s1",
+    *CRIU_PACKAGES,
 )
 PACKAGE_LABEL = "guest-image"
 UNUSED_FOR = 3600.0  # seconds after its last use that a superseded image is removed

@@ -30,6 +30,8 @@ GUEST_MODULES: tuple[str, ...] = (
     "vmw_vsock_virtio_transport",
     "overlay",
     "erofs",
+    # the socket diagnostics CRIU reads a checkpointed container's sockets through
+    "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "netlink_diag", "af_packet_diag",
 )
 
 

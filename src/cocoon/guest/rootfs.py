@@ -30,6 +30,10 @@ MERGED = ("bin", "sbin", "lib", "lib64")
 PRUNE: tuple[str, ...] = (
     "usr/share", "usr/libexec", "usr/lib/binfmt.d", "usr/lib/x86_64-linux-gnu/gconv",
     "etc/init.d", "etc/modprobe.d", "usr/lib/modprobe.d",
+    "usr/lib/python3/dist-packages/pycriu", "usr/lib/python3/dist-packages/crit",
+    "usr/lib/compel", "usr/lib/criu", "usr/include",
+    "usr/lib/python3/dist-packages/crit-3.17.1-py3.11.egg-info",
+    f"{LIBDIR}/libcriu.a", f"{LIBDIR}/libcompel.a", f"{LIBDIR}/pkgconfig",
     f"{LIBDIR}/libBrokenLocale.so.1", f"{LIBDIR}/libmemusage.so", f"{LIBDIR}/libpcprofile.so",
     f"{LIBDIR}/libc_malloc_debug.so.0", f"{LIBDIR}/libthread_db.so.1",
     f"{LIBDIR}/libnss_hesiod.so.2", f"{LIBDIR}/libmvec.so.1",
@@ -51,7 +55,7 @@ PRUNE: tuple[str, ...] = (
 PRUNE_EXTENSIONS = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "_xxsubinterpreters",
                     "audioop", "ossaudiodev", "_codecs_", "_multibytecodec")
 # Executables that stay; everything else in bin/sbin is replaced by busybox applets.
-KEEP_BINARIES = frozenset({"python3.11", "busybox"})
+KEEP_BINARIES = frozenset({"python3.11", "busybox", "criu", "tar"})
 
 
 def merge_usr(tree: Path) -> None:

@@ -31,6 +31,7 @@ from cocoon.oci.state import (
     validate_id,
 )
 from cocoon.runtime import (
+    checkpoint,
     console,
     control,
     guestspec,
@@ -152,11 +153,14 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
     undo.callback(sharing.remove, layout, state.id)
     gspec = guestspec.guest_spec(joined.spec, bundle.rootfs, Share(layout.shared), state.id)
     oci = convert.spec_to_proto(gspec)
-    asyncio.run(call_agent(state, lambda agent: agent.create_container(state.id, oci)))
+    if options.restore is None:
+        asyncio.run(call_agent(state, lambda agent: agent.create_container(state.id, oci)))
+    else:
+        checkpoint.restore_processes(state, layout, oci, options.restore)
     if joined.sandbox is not None:
         undo.callback(lambda: asyncio.run(call_agent(
             state, lambda agent: agent.remove_container(state.id))))
-    state.status = Status.CREATED
+    state.status = Status.CREATED if options.restore is None else Status.RUNNING
     if not options.foreground:
         if spec.process.terminal:
             assert options.console_socket is not None

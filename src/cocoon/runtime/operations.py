@@ -34,10 +34,10 @@ from cocoon.oci.state import (
 from cocoon.protocols.gen import agent_pb2
 from cocoon.runtime import control, hostcgroups
 from cocoon.runtime.control import call_agent
-from cocoon.runtime.options import CreateOptions
+from cocoon.runtime.options import CheckpointOptions, CreateOptions
 from cocoon.sandbox.layout import Layout
 
-__all__ = ["CreateOptions", "Runtime"]
+__all__ = ["CheckpointOptions", "CreateOptions", "Runtime"]
 
 
 class Runtime:
@@ -83,6 +83,19 @@ class Runtime:
         from cocoon.runtime import foreground
 
         return foreground.run(self.store, container_id, self._options(options), debug=self.debug)
+
+    def checkpoint(self, container_id: str, options: CheckpointOptions) -> None:
+        from cocoon.runtime import checkpoint
+
+        checkpoint.checkpoint(self.store, container_id, options)
+
+    def restore(self, container_id: str, options: CreateOptions) -> ContainerState:
+        """`create` whose processes come from `options.restore`'s images, running at once."""
+        from cocoon.runtime import checkpoint, create
+
+        assert options.restore is not None
+        checkpoint.check_images(options.restore)
+        return create.create(self.store, container_id, self._options(options), debug=self.debug)
 
     def delete(self, container_id: str, force: bool = False, exited: bool = False) -> None:
         """Remove the container and its VM. `exited`: its processes are known to have ended

@@ -8,9 +8,21 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class CheckpointOptions:
+    """runc's checkpoint and restore flags that mean something here."""
+
+    image_path: Path
+    work_path: Path | None = None
+    leave_running: bool = False  # checkpoint only
+    tcp_established: bool = False
+    file_locks: bool = False
+
+
+@dataclass(frozen=True)
 class CreateOptions:
     bundle: Path
     pid_file: Path | None = None
     console_socket: str | None = None
     foreground: bool = False  # `run` without --detach: the caller relays, no shim is forked
     systemd_cgroup: bool = False  # cgroupsPath is slice:prefix:name (--systemd-cgroup)
+    restore: CheckpointOptions | None = None  # `restore`: the processes come from a checkpoint

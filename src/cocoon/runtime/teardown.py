@@ -96,6 +96,12 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
     hostcgroups.remove(state)
 
 
+async def stop(store: StateStore, state: ContainerState) -> None:
+    """What `delete` does to a container whose processes have ended, but its state: the VM
+    stopped, the shims gone, the host cgroup removed (a checkpoint leaves it so)."""
+    await _teardown(store, state, exited=True)
+
+
 def mount_namespace(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/mnt").st_ino

@@ -46,6 +46,7 @@ SANDBOX_TIMEOUT = 30.0  # setting up the sandbox, health, the network, guest det
 QUICK_TIMEOUT = 10.0    # small things the agent does at once: resizes, the clock, the RNG
 STDIN_TIMEOUT = 30.0    # closing a process's stdin
 GUEST_TIMEOUT = 60.0    # the template's own calls (a warm-up runs a whole container)
+CRIU_TIMEOUT = 300.0    # CRIU dumping or restoring a container's memory (slow under TCG)
 READ_SIZE = 1 << 20     # at most this much output per read
 PORT_CHUNK = 256 << 10  # a forwarded connection's bytes per call, each way
 MAX_MIRRORED_PORTS = 256  # guest ports the host mirrors at most
@@ -301,6 +302,37 @@ class AgentClient:
         response = await self.ttrpc.call(GUEST, "WarmUp", guest_pb2.WarmUpRequest(rootfs=rootfs),
                                          guest_pb2.WarmUpResponse, timeout=timeout)
         return response.seconds
+
+    # --- checkpoint and restore (cocoon.GuestAgent; see agent/checkpoint.py) ---------------------
+
+    async def checkpoint_container(self, container_id: str, image_dir: str, *,
+                                   work_dir: str = "", leave_running: bool = False,
+                                   tcp_established: bool = False, file_locks: bool = False,
+                                   timeout: float | None = CRIU_TIMEOUT) -> None:
+        """CRIU dumps the container's processes into `image_dir` (a guest path in the share);
+        unless `leave_running`, they are killed once dumped."""
+        await self.ttrpc.call(GUEST, "CheckpointContainer", guest_pb2.CheckpointContainerRequest(
+            container_id=container_id, leave_running=leave_running,
+            criu=guest_pb2.CriuOptions(image_dir=image_dir, work_dir=work_dir,
+                                       tcp_established=tcp_established, file_locks=file_locks)),
+            guest_pb2.CheckpointContainerResponse, timeout=timeout)
+
+    async def restore_container(self, container_id: str, oci: kata_oci_pb2.Spec,
+                                image_dir: str, *, work_dir: str = "",
+                                tcp_established: bool = False, file_locks: bool = False,
+                                timeout: float | None = CRIU_TIMEOUT) -> int:
+        """A running container made of the processes dumped in `image_dir`; the guest pid of
+        its init (range-checked)."""
+        request = guest_pb2.RestoreContainerRequest(
+            container_id=container_id, OCI=oci,
+            criu=guest_pb2.CriuOptions(image_dir=image_dir, work_dir=work_dir,
+                                       tcp_established=tcp_established, file_locks=file_locks))
+        response = await self.ttrpc.call(GUEST, "RestoreContainer", request,
+                                         guest_pb2.RestoreContainerResponse, timeout=timeout)
+        if not 0 < response.pid < PID_MAX:
+            raise AgentError(f"the agent restored container {container_id} with pid "
+                             f"{response.pid}, out of range", pid=response.pid)
+        return int(response.pid)
 
     # --- the port mirror (cocoon.GuestAgent; see sandbox/portmirror.py) --------------------------
 

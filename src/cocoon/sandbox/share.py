@@ -29,6 +29,7 @@ logger = logging.getLogger("cocoon.sandbox.share")
 GUEST_MOUNTPOINT = "/run/cocoon/shared"
 VIRTIOFS_TAG = "cocoon"
 MODULES_DIR = ".modules"  # in the share: the guest kernel's module tree
+CHECKPOINT_DIR = "checkpoint"  # in a container's directory of the share: its checkpoint
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -159,6 +160,24 @@ class Share:
         target = self.root / MODULES_DIR
         self._bind(modules_dir, target, readonly=True, recursive=False)
         return self.guest_path(target)
+
+    def expose_checkpoint(self, container_id: str, name: str, directory: Path) -> str:
+        """Bind a checkpoint's directory (its images, or CRIU's work directory) read-write
+        into the share, private (nothing the host mounts there later follows); return its path
+        in the guest. `hide` takes it out again."""
+        if not directory.is_dir():
+            raise ConfigError(f"checkpoint directory {directory} does not exist or is not a "
+                              "directory", path=str(directory))
+        target = self.root / container_id / CHECKPOINT_DIR / name
+        self._bind(directory, target, readonly=False, recursive=False, propagation=(sc.MS_PRIVATE,))
+        return self.guest_path(target)
+
+    def hide(self, container_id: str, name: str) -> None:
+        """Take a checkpoint directory `expose_checkpoint` bound out of the share."""
+        path = self.root / container_id / CHECKPOINT_DIR / name
+        detach_all(path)
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
     def remove_container(self, container_id: str) -> None:
         path = self.root / container_id

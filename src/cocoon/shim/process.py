@@ -77,6 +77,8 @@ class ShimContainer:
     rootfs: Path | None = None  # <bundle>/rootfs when the shim mounted it
     cgroup: HostCgroup | None = None  # its host cgroup (the pod's VM is in its first container's)
     execs: dict[str, ShimProcess] = field(default_factory=dict)
+    # created from a checkpoint: its directory and the guest spec, restored at Start
+    restore: tuple[Path, kata_oci_pb2.Spec] | None = None
 
     def process(self, exec_id: str) -> ShimProcess:
         if not exec_id:

@@ -35,7 +35,7 @@ from cocoon.runtime import hostcgroups
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.relay import ProcessRelay
-from cocoon.shim import mounts
+from cocoon.shim import checkpoint, mounts
 from cocoon.shim.address import bundle_annotations, pod_of
 from cocoon.shim.events import Publisher, timestamp
 from cocoon.shim.metrics import metrics_any
@@ -148,9 +148,9 @@ class TaskService:
         cid = validate_id(request.id)  # it names directories and cgroups on the host
         if cid in self.containers:
             raise RPCError(StatusCode.ALREADY_EXISTS, f"container {cid} already exists")
-        if request.checkpoint:
-            raise RPCError(StatusCode.UNIMPLEMENTED, "restoring from a checkpoint is not "
-                           "supported: Cocoon cannot checkpoint a container in a VM yet")
+        restore_from = Path(request.checkpoint) if request.checkpoint else None
+        if restore_from is not None:  # restored at Start, as runc's shim does
+            checkpoint.check_restorable(restore_from)
         bundle = Path(request.bundle)
         ref = pod_of(cid, bundle_annotations(bundle))
         if ref.pod_id != self.pod.id:
@@ -179,19 +179,25 @@ class TaskService:
             paths = StdioPaths(request.stdin, request.stdout, request.stderr, request.terminal)
             stdio = open_stdio(paths)
             undo.callback(stdio.close)
-            await self.agent.create_container(cid, convert.spec_to_proto(gspec))
+            oci = convert.spec_to_proto(gspec)
+            if restore_from is None:
+                await self.agent.create_container(cid, oci)
             undo.push_async_callback(self._quietly, "RemoveContainer",
                                      lambda agent: agent.remove_container(cid, stop_timeout=5))
             undo.pop_all()
         process = ShimProcess(cid, "", stdio)
-        await self._connect_stdin(process)
         container = ShimContainer(cid, bundle, ref, process, rootfs=rootfs, cgroup=cgroup)
+        if restore_from is not None:
+            container.restore = (restore_from, oci)
         self.containers[cid] = container
         self.events.publish(ev.TaskCreate(
             container_id=cid, bundle=str(bundle), rootfs=request.rootfs,
             io=ev.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,
                          terminal=request.terminal), checkpoint=request.checkpoint, pid=self.pid))
-        process.relay = asyncio.create_task(self._watch(container, process), name=f"relay {cid}")
+        if restore_from is None:
+            await self._connect_stdin(process)
+            process.relay = asyncio.create_task(self._watch(container, process),
+                                                name=f"relay {cid}")
         if self._oom_task is None or self._oom_task.done():
             self._oom_task = asyncio.create_task(self._watch_oom(), name="oom-watch")
         logger.info("created container %s in pod %s", cid, self.pod.id)
@@ -212,6 +218,21 @@ class TaskService:
                                                     name=f"relay {process.name}")
                 self.events.publish(ev.TaskExecStarted(
                     container_id=container.id, exec_id=process.exec_id, pid=self.pid))
+            elif container.restore is not None:
+                path, oci = container.restore
+                container.restore = None
+                try:
+                    await checkpoint.restore(self.agent, self.pod.share, container.id, oci,
+                                             path)
+                except BaseException:  # nothing runs: the task is stopped, for Delete
+                    process.record_exit(LOST_STATUS)
+                    process.exited.set()
+                    raise
+                process.status = RUNNING
+                await self._connect_stdin(process)
+                process.relay = asyncio.create_task(self._watch(container, process),
+                                                    name=f"relay {container.id}")
+                self.events.publish(ev.TaskStart(container_id=container.id, pid=self.pid))
             else:
                 await self.agent.start_container(container.id)
                 process.status = RUNNING
@@ -290,8 +311,18 @@ class TaskService:
 
     async def Checkpoint(self, request: api.CheckpointTaskRequest,
                          ctx: CallContext) -> empty_pb2.Empty:
-        raise RPCError(StatusCode.UNIMPLEMENTED, "checkpoint is not supported: Cocoon cannot "
-                       "yet save a container's state from inside its VM")
+        """CRIU in the guest dumps the task's processes into `request.path`; they keep
+        running unless runc's options say `exit`."""
+        container = self._container(request.id)
+        container.init.require((RUNNING, PAUSED), "checkpoint")  # containerd pauses first
+        if container.init.stdio.paths.terminal:
+            raise RPCError(StatusCode.UNIMPLEMENTED, f"cannot checkpoint container "
+                           f"{container.id}: checkpoint of a terminal is not supported")
+        options = checkpoint.parse_options(request.options)
+        path = checkpoint.images_of(request.path, options)
+        await checkpoint.checkpoint(self.agent, self.pod.share, container.id, path, options)
+        logger.info("checkpointed container %s into %s", container.id, path)
+        return EMPTY
 
     async def Exec(self, request: api.ExecProcessRequest, ctx: CallContext) -> empty_pb2.Empty:
         container = self._container(request.id)

@@ -22,47 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cocoon.protocols.gen import kata_oci_pb2 as cocoon_dot_protocols_dot_gen_dot_kata__oci__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\"\x13\n\x11GuestStatsRequest\"\xef\x01\n\x12GuestStatsResponse\x12\x1a\n\x12memory_total_bytes\x18\x01 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x02 \x01(\x04\x12\x18\n\x10\x63pu_user_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12\x63pu_system_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x63pu_idle_seconds\x18\x05 \x01(\x01\x12\r\n\x05load1\x18\x06 \x01(\x01\x12\r\n\x05load5\x18\x07 \x01(\x01\x12\x0e\n\x06load15\x18\x08 \x01(\x01\x12\x0c\n\x04\x63pus\x18\t \x01(\r\x12\x11\n\tprocesses\x18\n \x01(\r\"7\n\x15ListeningPortsRequest\x12\r\n\x05known\x18\x01 \x03(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\'\n\x16ListeningPortsResponse\x12\r\n\x05ports\x18\x01 \x03(\r\"\"\n\x12PortConnectRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\")\n\x13PortConnectResponse\x12\x12\n\nconnection\x18\x01 \x01(\x04\"4\n\x10PortWriteRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x11PortWriteResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"2\n\x0fPortReadRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0b\n\x03len\x18\x02 \x01(\r\" \n\x10PortReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x10PortCloseRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x12\n\nwrite_only\x18\x02 \x01(\x08\"\x13\n\x11PortCloseResponse\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\xab\x04\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponse\x12O\n\x0eListeningPorts\x12\x1d.cocoon.ListeningPortsRequest\x1a\x1e.cocoon.ListeningPortsResponse\x12\x46\n\x0bPortConnect\x12\x1a.cocoon.PortConnectRequest\x1a\x1b.cocoon.PortConnectResponse\x12@\n\tPortWrite\x12\x18.cocoon.PortWriteRequest\x1a\x19.cocoon.PortWriteResponse\x12=\n\x08PortRead\x12\x17.cocoon.PortReadRequest\x1a\x18.cocoon.PortReadResponse\x12@\n\tPortClose\x12\x18.cocoon.PortCloseRequest\x1a\x19.cocoon.PortCloseResponse\x12\x43\n\nGuestStats\x12\x19.cocoon.GuestStatsRequest\x1a\x1a.cocoon.GuestStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\x1a#cocoon/protocols/gen/kata_oci.proto\"_\n\x0b\x43riuOptions\x12\x11\n\timage_dir\x18\x01 \x01(\t\x12\x10\n\x08work_dir\x18\x02 \x01(\t\x12\x17\n\x0ftcp_established\x18\x03 \x01(\x08\x12\x12\n\nfile_locks\x18\x04 \x01(\x08\"l\n\x1a\x43heckpointContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12!\n\x04\x63riu\x18\x02 \x01(\x0b\x32\x13.cocoon.CriuOptions\x12\x15\n\rleave_running\x18\x03 \x01(\x08\"\x1d\n\x1b\x43heckpointContainerResponse\"k\n\x17RestoreContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x17\n\x03OCI\x18\x02 \x01(\x0b\x32\n.grpc.Spec\x12!\n\x04\x63riu\x18\x03 \x01(\x0b\x32\x13.cocoon.CriuOptions\"\'\n\x18RestoreContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"\x13\n\x11GuestStatsRequest\"\xef\x01\n\x12GuestStatsResponse\x12\x1a\n\x12memory_total_bytes\x18\x01 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x02 \x01(\x04\x12\x18\n\x10\x63pu_user_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12\x63pu_system_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x63pu_idle_seconds\x18\x05 \x01(\x01\x12\r\n\x05load1\x18\x06 \x01(\x01\x12\r\n\x05load5\x18\x07 \x01(\x01\x12\x0e\n\x06load15\x18\x08 \x01(\x01\x12\x0c\n\x04\x63pus\x18\t \x01(\r\x12\x11\n\tprocesses\x18\n \x01(\r\"7\n\x15ListeningPortsRequest\x12\r\n\x05known\x18\x01 \x03(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\'\n\x16ListeningPortsResponse\x12\r\n\x05ports\x18\x01 \x03(\r\"\"\n\x12PortConnectRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\")\n\x13PortConnectResponse\x12\x12\n\nconnection\x18\x01 \x01(\x04\"4\n\x10PortWriteRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x11PortWriteResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"2\n\x0fPortReadRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0b\n\x03len\x18\x02 \x01(\r\" \n\x10PortReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x10PortCloseRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x12\n\nwrite_only\x18\x02 \x01(\x08\"\x13\n\x11PortCloseResponse\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\xe2\x05\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponse\x12O\n\x0eListeningPorts\x12\x1d.cocoon.ListeningPortsRequest\x1a\x1e.cocoon.ListeningPortsResponse\x12\x46\n\x0bPortConnect\x12\x1a.cocoon.PortConnectRequest\x1a\x1b.cocoon.PortConnectResponse\x12@\n\tPortWrite\x12\x18.cocoon.PortWriteRequest\x1a\x19.cocoon.PortWriteResponse\x12=\n\x08PortRead\x12\x17.cocoon.PortReadRequest\x1a\x18.cocoon.PortReadResponse\x12@\n\tPortClose\x12\x18.cocoon.PortCloseRequest\x1a\x19.cocoon.PortCloseResponse\x12^\n\x13\x43heckpointContainer\x12\".cocoon.CheckpointContainerRequest\x1a#.cocoon.CheckpointContainerResponse\x12U\n\x10RestoreContainer\x12\x1f.cocoon.RestoreContainerRequest\x1a .cocoon.RestoreContainerResponse\x12\x43\n\nGuestStats\x12\x19.cocoon.GuestStatsRequest\x1a\x1a.cocoon.GuestStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cocoon.protocols.gen.guest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GUESTSTATSREQUEST']._serialized_start=44
-  _globals['_GUESTSTATSREQUEST']._serialized_end=63
-  _globals['_GUESTSTATSRESPONSE']._serialized_start=66
-  _globals['_GUESTSTATSRESPONSE']._serialized_end=305
-  _globals['_LISTENINGPORTSREQUEST']._serialized_start=307
-  _globals['_LISTENINGPORTSREQUEST']._serialized_end=362
-  _globals['_LISTENINGPORTSRESPONSE']._serialized_start=364
-  _globals['_LISTENINGPORTSRESPONSE']._serialized_end=403
-  _globals['_PORTCONNECTREQUEST']._serialized_start=405
-  _globals['_PORTCONNECTREQUEST']._serialized_end=439
-  _globals['_PORTCONNECTRESPONSE']._serialized_start=441
-  _globals['_PORTCONNECTRESPONSE']._serialized_end=482
-  _globals['_PORTWRITEREQUEST']._serialized_start=484
-  _globals['_PORTWRITEREQUEST']._serialized_end=536
-  _globals['_PORTWRITERESPONSE']._serialized_start=538
-  _globals['_PORTWRITERESPONSE']._serialized_end=570
-  _globals['_PORTREADREQUEST']._serialized_start=572
-  _globals['_PORTREADREQUEST']._serialized_end=622
-  _globals['_PORTREADRESPONSE']._serialized_start=624
-  _globals['_PORTREADRESPONSE']._serialized_end=656
-  _globals['_PORTCLOSEREQUEST']._serialized_start=658
-  _globals['_PORTCLOSEREQUEST']._serialized_end=716
-  _globals['_PORTCLOSERESPONSE']._serialized_start=718
-  _globals['_PORTCLOSERESPONSE']._serialized_end=737
-  _globals['_WARMUPREQUEST']._serialized_start=739
-  _globals['_WARMUPREQUEST']._serialized_end=770
-  _globals['_WARMUPRESPONSE']._serialized_start=772
-  _globals['_WARMUPRESPONSE']._serialized_end=805
-  _globals['_TRIMMEMORYREQUEST']._serialized_start=807
-  _globals['_TRIMMEMORYREQUEST']._serialized_end=851
-  _globals['_TRIMMEMORYRESPONSE']._serialized_start=853
-  _globals['_TRIMMEMORYRESPONSE']._serialized_end=936
-  _globals['_GUESTAGENT']._serialized_start=939
-  _globals['_GUESTAGENT']._serialized_end=1494
+  _globals['_CRIUOPTIONS']._serialized_start=81
+  _globals['_CRIUOPTIONS']._serialized_end=176
+  _globals['_CHECKPOINTCONTAINERREQUEST']._serialized_start=178
+  _globals['_CHECKPOINTCONTAINERREQUEST']._serialized_end=286
+  _globals['_CHECKPOINTCONTAINERRESPONSE']._serialized_start=288
+  _globals['_CHECKPOINTCONTAINERRESPONSE']._serialized_end=317
+  _globals['_RESTORECONTAINERREQUEST']._serialized_start=319
+  _globals['_RESTORECONTAINERREQUEST']._serialized_end=426
+  _globals['_RESTORECONTAINERRESPONSE']._serialized_start=428
+  _globals['_RESTORECONTAINERRESPONSE']._serialized_end=467
+  _globals['_GUESTSTATSREQUEST']._serialized_start=469
+  _globals['_GUESTSTATSREQUEST']._serialized_end=488
+  _globals['_GUESTSTATSRESPONSE']._serialized_start=491
+  _globals['_GUESTSTATSRESPONSE']._serialized_end=730
+  _globals['_LISTENINGPORTSREQUEST']._serialized_start=732
+  _globals['_LISTENINGPORTSREQUEST']._serialized_end=787
+  _globals['_LISTENINGPORTSRESPONSE']._serialized_start=789
+  _globals['_LISTENINGPORTSRESPONSE']._serialized_end=828
+  _globals['_PORTCONNECTREQUEST']._serialized_start=830
+  _globals['_PORTCONNECTREQUEST']._serialized_end=864
+  _globals['_PORTCONNECTRESPONSE']._serialized_start=866
+  _globals['_PORTCONNECTRESPONSE']._serialized_end=907
+  _globals['_PORTWRITEREQUEST']._serialized_start=909
+  _globals['_PORTWRITEREQUEST']._serialized_end=961
+  _globals['_PORTWRITERESPONSE']._serialized_start=963
+  _globals['_PORTWRITERESPONSE']._serialized_end=995
+  _globals['_PORTREADREQUEST']._serialized_start=997
+  _globals['_PORTREADREQUEST']._serialized_end=1047
+  _globals['_PORTREADRESPONSE']._serialized_start=1049
+  _globals['_PORTREADRESPONSE']._serialized_end=1081
+  _globals['_PORTCLOSEREQUEST']._serialized_start=1083
+  _globals['_PORTCLOSEREQUEST']._serialized_end=1141
+  _globals['_PORTCLOSERESPONSE']._serialized_start=1143
+  _globals['_PORTCLOSERESPONSE']._serialized_end=1162
+  _globals['_WARMUPREQUEST']._serialized_start=1164
+  _globals['_WARMUPREQUEST']._serialized_end=1195
+  _globals['_WARMUPRESPONSE']._serialized_start=1197
+  _globals['_WARMUPRESPONSE']._serialized_end=1230
+  _globals['_TRIMMEMORYREQUEST']._serialized_start=1232
+  _globals['_TRIMMEMORYREQUEST']._serialized_end=1276
+  _globals['_TRIMMEMORYRESPONSE']._serialized_start=1278
+  _globals['_TRIMMEMORYRESPONSE']._serialized_end=1361
+  _globals['_GUESTAGENT']._serialized_start=1364
+  _globals['_GUESTAGENT']._serialized_end=2102
 # @@protoc_insertion_point(module_scope)

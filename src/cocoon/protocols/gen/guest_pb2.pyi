@@ -1,10 +1,53 @@
+from cocoon.protocols.gen import kata_oci_pb2 as _kata_oci_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CriuOptions(_message.Message):
+    __slots__ = ("image_dir", "work_dir", "tcp_established", "file_locks")
+    IMAGE_DIR_FIELD_NUMBER: _ClassVar[int]
+    WORK_DIR_FIELD_NUMBER: _ClassVar[int]
+    TCP_ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
+    FILE_LOCKS_FIELD_NUMBER: _ClassVar[int]
+    image_dir: str
+    work_dir: str
+    tcp_established: bool
+    file_locks: bool
+    def __init__(self, image_dir: _Optional[str] = ..., work_dir: _Optional[str] = ..., tcp_established: _Optional[bool] = ..., file_locks: _Optional[bool] = ...) -> None: ...
+
+class CheckpointContainerRequest(_message.Message):
+    __slots__ = ("container_id", "criu", "leave_running")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CRIU_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    criu: CriuOptions
+    leave_running: bool
+    def __init__(self, container_id: _Optional[str] = ..., criu: _Optional[_Union[CriuOptions, _Mapping]] = ..., leave_running: _Optional[bool] = ...) -> None: ...
+
+class CheckpointContainerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RestoreContainerRequest(_message.Message):
+    __slots__ = ("container_id", "OCI", "criu")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    OCI_FIELD_NUMBER: _ClassVar[int]
+    CRIU_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    OCI: _kata_oci_pb2.Spec
+    criu: CriuOptions
+    def __init__(self, container_id: _Optional[str] = ..., OCI: _Optional[_Union[_kata_oci_pb2.Spec, _Mapping]] = ..., criu: _Optional[_Union[CriuOptions, _Mapping]] = ...) -> None: ...
+
+class RestoreContainerResponse(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    def __init__(self, pid: _Optional[int] = ...) -> None: ...
 
 class GuestStatsRequest(_message.Message):
     __slots__ = ()
