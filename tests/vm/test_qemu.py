@@ -31,6 +31,12 @@ from cocoon.hypervisor.hostcheck import VIRTIOFSD, check_qemu_sandbox
 from cocoon.hypervisor.probe import FLOOR_MARKER, probe_boot
 from cocoon.hypervisor.qemu import QemuVM
 from cocoon.hypervisor.vmuser import qemu_ids
+from tests.framework.qemuuser import (
+    as_qemu,
+    assert_cannot_read,
+    assert_runs_as_its_own_user,
+    proc_status,
+)
 
 pytestmark = [
     pytest.mark.vm,
@@ -202,11 +208,6 @@ def test_virtio_fs_share_memfd_and_hotplug_ports_reach_qemu(tmp_path: Path, gues
         virtiofsd.wait(10)
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
-
-
 def test_cocoon_check_sees_the_seccomp_filter_in_force() -> None:
     check = check_qemu_sandbox("qemu-system-x86_64")
     assert check.verdict == "ok", check.detail
@@ -272,39 +273,23 @@ def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
     other_dir = tmp_path / "other"
     other_dir.mkdir()
 
-    def as_qemu(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
-        status = proc_status(pid)
-        uid, gid = status["Uid"].split()[0], status["Gid"].split()[0]
-        return subprocess.run(
-            ["nsenter", f"--target={pid}", "--mount", "--root", "--wd=/",
-             "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-             "--bounding-set=-all", "--inh-caps=-all", *command],
-            capture_output=True, text=True, check=False)
-
     async def scenario() -> None:
         cfg = config(vm_dir, guest, decision, "own-root")
         other_cfg = config(other_dir, guest, decision, "other-root")
         async with QemuVM(cfg) as vm, QemuVM(other_cfg) as other:
             await console_shows(vm, READY)
             assert vm.pid is not None and other.pid is not None
-            ids = qemu_ids(vm.pid)
-            assert vm.uid == ids != other.uid == qemu_ids(other.pid)
-            status = proc_status(vm.pid)
-            assert status["Uid"].split() == status["Gid"].split() == [str(ids)] * 4
-            assert status["Groups"] == ""
-            for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-                assert int(status[caps], 16) == 0, (caps, status[caps])
+            assert vm.uid == qemu_ids(vm.pid) != other.uid == qemu_ids(other.pid)
+            assert_runs_as_its_own_user(vm.pid)
             mine = as_qemu(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
             assert mine.returncode == 0, mine.stderr
             assert as_qemu(vm.pid, "/usr/bin/test", "-O", "/dev/kvm").returncode == 0
-            for outside in ("/etc/shadow", "/etc/hostname", str(tmp_path / "monitor.sock"),
-                            str(vm_dir / "shared" / "secret"), str(other_dir / "console.log"),
-                            "/proc/1/root/etc/shadow", f"/proc/{os.getpid()}/status",
-                            # another sandbox's QEMU: as bare as this one, but another user
-                            f"/proc/{other.pid}/root/{other_dir}/console.log",
-                            f"/proc/{other.pid}/status"):
-                seen = as_qemu(vm.pid, "/usr/bin/cat", outside)
-                assert seen.returncode != 0 and seen.stdout == "", (outside, seen.stdout)
+            assert_cannot_read(vm.pid, "/etc/shadow", "/etc/hostname", tmp_path / "monitor.sock",
+                               vm_dir / "shared" / "secret", other_dir / "console.log",
+                               "/proc/1/root/etc/shadow", f"/proc/{os.getpid()}/status",
+                               # another sandbox's QEMU: as bare as this one, another user
+                               f"/proc/{other.pid}/root/{other_dir}/console.log",
+                               f"/proc/{other.pid}/status")
             # its own /proc shows its own user's processes only: QEMU and this very `ls`
             listed = as_qemu(vm.pid, "/usr/bin/ls", "/proc")
             pids = {int(name) for name in listed.stdout.split() if name.isdigit()}
