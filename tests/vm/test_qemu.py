@@ -283,7 +283,8 @@ def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
             assert_runs_as_its_own_user(vm.pid)
             mine = as_qemu(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
             assert mine.returncode == 0, mine.stderr
-            assert as_qemu(vm.pid, "/usr/bin/test", "-O", "/dev/kvm").returncode == 0
+            if Path("/dev/kvm").exists():  # its own node, whatever the host's mode
+                assert as_qemu(vm.pid, "/usr/bin/test", "-O", "/dev/kvm").returncode == 0
             assert_cannot_read(vm.pid, "/etc/shadow", "/etc/hostname", tmp_path / "monitor.sock",
                                vm_dir / "shared" / "secret", other_dir / "console.log",
                                "/proc/1/root/etc/shadow", f"/proc/{os.getpid()}/status",
