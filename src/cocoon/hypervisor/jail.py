@@ -133,7 +133,8 @@ def _make_dev(devices: dict[str, os.stat_result], owner: int | None) -> None:
 
 def _mount_proc() -> None:
     """A procfs of QEMU's own in which processes of other users are invisible; the host's
-    /proc bound read-only where the kernel has no per-mount proc options (before 5.8)."""
+    /proc bound instead where the kernel refuses it (no per-mount proc options before 5.8:
+    there the option would apply to the host's /proc too, so it is refused, not given)."""
     target = NEW_ROOT + "/proc"
     os.makedirs(target, exist_ok=True)
     try:
