@@ -12,8 +12,8 @@ per sandbox and each process's share, and how many idle sandboxes fit in 16 GiB 
 then every container answers `exec true` (counted), and all are deleted.
 
 `--private` also measures ten sandboxes without a share (started through the launcher with
-`share=False`), whose clones map the template's RAM copy-on-write: what a clone costs when no
-host directory must be live in the guest.
+`share=False`): what a clone costs when no host directory must be live in the guest (a memfd
+copy of the template's RAM too, since QEMU runs as a user of its own: docs/templates.md).
 
 `--cold` also measures ten sandboxes booted cold (`COCOON_TEMPLATES=off`): the baseline.
 
@@ -107,7 +107,7 @@ def measure_count(place: Place, bundle: str, count: int, settle: float) -> dict[
 
 
 def measure_private(place: Place, settle: float) -> dict[str, Any]:
-    """Ten share-less sandboxes through the launcher: copy-on-write clones of the template."""
+    """Ten share-less sandboxes through the launcher: clones without virtio-fs."""
     handles = []
     with place.applied(COCOON_TEMPLATES="on"):
         try:
@@ -117,14 +117,16 @@ def measure_private(place: Place, settle: float) -> dict[str, Any]:
                     share=False)))
             time.sleep(settle)
             qemu = [pss_kib(int(h.info["qemu_pid"])) for h in handles]
+            copy = [unmapped_memfd_kib(int(h.info["qemu_pid"])) for h in handles]
             monitor = [pss_kib(h.monitor_pid) for h in handles]
         finally:
             for handle in handles:
                 stop_sandbox(handle.layout, grace=1.0)
+    each = statistics.mean(qemu) + statistics.mean(copy) + statistics.mean(monitor)
     return {"sandboxes": 10, "qemu_mib": round(statistics.mean(qemu) / 1024, 1),
+            "copy_mib": round(statistics.mean(copy) / 1024, 1),
             "monitor_mib": round(statistics.mean(monitor) / 1024, 1),
-            "per_sandbox_mib": round((statistics.mean(qemu) + statistics.mean(monitor)) / 1024,
-                                     1)}
+            "per_sandbox_mib": round(each / 1024, 1)}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,8 +157,9 @@ def plot(results: dict[str, Any]) -> Path | None:
         rows["cold boot (templates off), 10"] = results["cold"]["by_process_mib"]
     if "private" in results:
         private = results["private"]
-        rows["copy-on-write clone, no share, 10"] = {"qemu": private["qemu_mib"],
-                                                     "monitor": private["monitor_mib"]}
+        rows["clone without a share, 10"] = {
+            "qemu": private["qemu_mib"], "guest RAM copy (unmapped)": private["copy_mib"],
+            "monitor": private["monitor_mib"]}
     return stacked_plot(PLOTS / "footprint.png", "host memory per idle sandbox (MiB), "
                         "every host process counted", rows, "MiB",
                         target=("issue 10's target", 64.0))
@@ -194,8 +197,9 @@ def main() -> None:
               f"({parts}); MemAvailable drop {cold['memavailable_drop_per_sandbox_mib']} MiB")
     if "private" in result:
         private = result["private"]
-        print(f"without a share (10 copy-on-write clones): {private['per_sandbox_mib']} MiB "
-              f"each (QEMU {private['qemu_mib']}, monitor {private['monitor_mib']})")
+        print(f"without a share (10 clones): {private['per_sandbox_mib']} MiB "
+              f"each (QEMU {private['qemu_mib']}, guest RAM copy (unmapped) "
+              f"{private['copy_mib']}, monitor {private['monitor_mib']})")
     if "plot" in result:
         print(f"plot: {result['plot']}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 from cocoon.hypervisor import hostcheck
@@ -135,3 +137,17 @@ def test_qemu_sandbox_verdicts() -> None:
     unfiltered = hostcheck.qemu_sandbox_verdict(0, "", "0")
     assert unfiltered.verdict == "fail" and "Seccomp: 0" in unfiltered.detail
     assert hostcheck.check_qemu_sandbox("/nonexistent/qemu").verdict == "fail"
+
+
+def test_qemu_user_line() -> None:
+    """As root on this host: QEMU runs as uid QEMU_ID_BASE+pid; a QEMU that cannot run as it
+    fails the line, in one line naming the binary."""
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        assert hostcheck.check_qemu_user("qemu-system-x86_64").verdict != "ok"
+        return
+    line = hostcheck.check_qemu_user("qemu-system-x86_64")
+    assert line.verdict == "ok" and "2080374784+pid" in line.detail, line
+    # root's directory is no program for anyone, and QEMU's user may not even look in it
+    broken = hostcheck.check_qemu_user("/root/qemu")
+    assert broken.verdict == "fail" and "/root/qemu" in broken.detail
+    assert "\n" not in broken.detail

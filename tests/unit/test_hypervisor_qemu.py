@@ -6,13 +6,14 @@ Booting and killing real VMs is in tests/vm/test_qemu.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
 from cocoon.errors import HypervisorError
-from cocoon.hypervisor.config import VMConfig
+from cocoon.hypervisor.config import MemoryBackend, VMConfig
 from cocoon.hypervisor.qemu import QemuVM, console_tail, describe_exit
 
 
@@ -96,3 +97,36 @@ def test_calls_before_start_are_refused(tmp_path: Path) -> None:
         asyncio.run(vm.kill())
     assert asyncio.run(vm.stop()) is None
     assert (vm.pid, vm.returncode, vm.running) == (None, None, False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="QEMU gets a user of its own only from root")
+def test_a_private_mapping_of_a_file_is_refused_for_qemus_own_user(tmp_path: Path) -> None:
+    """QEMU 7.2 opens it read-write, which its user may not: said before spawning."""
+    ram = tmp_path / "ram"
+    ram.write_bytes(b"\0" * 4096)
+    vm = QemuVM(make(tmp_path, memory_backend=MemoryBackend("file", ram, share=False)))
+    with pytest.raises(HypervisorError, match=f"private mapping of {ram} needs QEMU to open "
+                       "it read-write"):
+        asyncio.run(vm.start())
+    assert vm.pid is None and not (tmp_path / "console.log").exists()
+
+
+def test_a_console_log_that_is_a_link_is_replaced_not_followed(tmp_path: Path) -> None:
+    """QEMU's user owns its directory: a link it left at the log's name must not make the
+    monitor truncate (or, reading the tail, disclose) the file it names."""
+    host_file = tmp_path / "host-file"
+    host_file.write_text("precious\n")
+    log = tmp_path / "console.log"
+    log.symlink_to(host_file)
+    assert console_tail(log) == []
+    vm = QemuVM(make(tmp_path, qemu_binary="/nonexistent/qemu-system-x86_64"))
+    with pytest.raises(HypervisorError, match="cannot start"):
+        asyncio.run(vm.start())
+    assert host_file.read_text() == "precious\n"
+    assert not log.is_symlink() and log.is_file()
+
+
+def test_console_tail_of_a_fifo_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "console.log"
+    os.mkfifo(fifo)
+    assert console_tail(fifo) == []

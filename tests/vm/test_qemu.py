@@ -29,7 +29,14 @@ from cocoon.hypervisor.accel import AccelDecision
 from cocoon.hypervisor.config import MemoryBackend, VirtioFsShare, VMConfig
 from cocoon.hypervisor.hostcheck import VIRTIOFSD, check_qemu_sandbox
 from cocoon.hypervisor.probe import FLOOR_MARKER, probe_boot
-from cocoon.hypervisor.qemu import QemuVM, own_group
+from cocoon.hypervisor.qemu import QemuVM
+from cocoon.hypervisor.vmuser import qemu_ids
+from tests.framework.qemuuser import (
+    as_qemu,
+    assert_cannot_read,
+    assert_runs_as_its_own_user,
+    proc_status,
+)
 
 pytestmark = [
     pytest.mark.vm,
@@ -201,11 +208,6 @@ def test_virtio_fs_share_memfd_and_hotplug_ports_reach_qemu(tmp_path: Path, gues
         virtiofsd.wait(10)
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
-
-
 def test_cocoon_check_sees_the_seccomp_filter_in_force() -> None:
     check = check_qemu_sandbox("qemu-system-x86_64")
     assert check.verdict == "ok", check.detail
@@ -228,8 +230,8 @@ def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: Acc
             status = proc_status(vm.pid)
             assert (status["Seccomp"], status["NoNewPrivs"]) == \
                 (("2", "1") if seccomp else ("0", "0"))
-            # root, but without a capability: none to use, none that exec could grant
-            assert status["Uid"].split()[0] == "0"
+            # a user of its own, without a capability: none to use, none exec could grant
+            assert status["Uid"].split() == [str(qemu_ids(vm.pid))] * 4
             for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
                 assert int(status[caps], 16) == 0, (caps, status[caps])
             # the warm pool renices QEMU from outside: still allowed
@@ -252,11 +254,13 @@ def test_qemu_cannot_spawn_a_process(tmp_path: Path, guest: Guest, decision: Acc
 
 def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
                                       decision: AccelDecision) -> None:
-    """From a process in QEMU's mount namespace and root, holding what QEMU holds (uid 0, a
-    group of its own, no capability): its own sockets are there; the host's /etc, the
-    sandbox's other files (the monitor's socket, beside QEMU's directory), a share mounted
-    inside QEMU's directory, the host's root through /proc/1/root and another QEMU's files
-    through /proc/<pid>/root are not."""
+    """QEMU runs as a user of its own (uid and gid `qemu_ids(pid)`, no supplementary group, no
+    capability). From a process in QEMU's mount namespace and root holding what QEMU holds
+    (its uid and gid, no capability): its own sockets are there and its devices its own; the
+    host's /etc, the sandbox's other files (the monitor's socket, beside QEMU's directory), a
+    share mounted inside QEMU's directory, another VM's directory, the host's root through
+    /proc/1/root and another QEMU's files through /proc/<pid>/root are not, and /proc shows
+    QEMU's process alone."""
     vm_dir = tmp_path / "vm"
     vm_dir.mkdir()
     (tmp_path / "monitor.sock").write_text("the monitor's")
@@ -269,31 +273,31 @@ def test_qemu_sees_only_its_own_files(tmp_path: Path, guest: Guest,
     other_dir = tmp_path / "other"
     other_dir.mkdir()
 
-    def in_qemus_root(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
-        gid = int(proc_status(pid)["Gid"].split()[0])
-        return subprocess.run(
-            ["nsenter", f"--target={pid}", "--mount", "--root", "--wd=/",
-             "/usr/bin/setpriv", f"--regid={gid}", "--clear-groups", "--bounding-set=-all",
-             "--inh-caps=-all", *command],
-            capture_output=True, text=True, check=False)
-
     async def scenario() -> None:
         cfg = config(vm_dir, guest, decision, "own-root")
         other_cfg = config(other_dir, guest, decision, "other-root")
         async with QemuVM(cfg) as vm, QemuVM(other_cfg) as other:
             await console_shows(vm, READY)
             assert vm.pid is not None and other.pid is not None
-            assert proc_status(vm.pid)["Gid"].split() == [str(own_group(vm.pid))] * 4
-            mine = in_qemus_root(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
+            assert vm.uid == qemu_ids(vm.pid) != other.uid == qemu_ids(other.pid)
+            assert_runs_as_its_own_user(vm.pid)
+            mine = as_qemu(vm.pid, "/usr/bin/test", "-S", str(vm_dir / "qmp.sock"))
             assert mine.returncode == 0, mine.stderr
-            for outside in ("/etc/shadow", "/etc/hostname", str(tmp_path / "monitor.sock"),
-                            str(vm_dir / "shared" / "secret"), "/proc/1/root/etc/shadow",
-                            f"/proc/{os.getpid()}/root/etc/hostname",
-                            # another sandbox's QEMU: as bare as this one, but not its group
-                            f"/proc/{other.pid}/root/{other_dir}/console.log",
-                            f"/proc/{other.pid}/environ"):
-                seen = in_qemus_root(vm.pid, "/usr/bin/cat", outside)
-                assert seen.returncode != 0 and seen.stdout == "", (outside, seen.stdout)
+            if Path("/dev/kvm").exists():  # its own node, whatever the host's mode
+                assert as_qemu(vm.pid, "/usr/bin/test", "-O", "/dev/kvm").returncode == 0
+            assert_cannot_read(vm.pid, "/etc/shadow", "/etc/hostname", tmp_path / "monitor.sock",
+                               vm_dir / "shared" / "secret", other_dir / "console.log",
+                               "/proc/1/root/etc/shadow", f"/proc/{os.getpid()}/status",
+                               # another sandbox's QEMU: as bare as this one, another user
+                               f"/proc/{other.pid}/root/{other_dir}/console.log",
+                               f"/proc/{other.pid}/status")
+            # its own /proc shows its own user's processes only: QEMU and this very `ls`
+            listed = as_qemu(vm.pid, "/usr/bin/ls", "/proc")
+            pids = {int(name) for name in listed.stdout.split() if name.isdigit()}
+            assert vm.pid in pids and other.pid not in pids and 1 not in pids, listed
+            # the host's files it was given are read-only or its own, not root's to write
+            written = as_qemu(vm.pid, "/usr/bin/touch", str(cfg.kernel))
+            assert written.returncode != 0
             assert await vm.status() == "running"
 
     try:

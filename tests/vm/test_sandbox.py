@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import time
 from collections.abc import Awaitable
@@ -138,7 +139,7 @@ def assert_monitor_confined(pid: int) -> None:
     (cocoon.sandbox.confinement), in its bounding set too, with no_new_privs set."""
     want = confinement.kept(pooled=False)
     assert want == privileges.mask(("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE",
-                                     "CAP_DAC_OVERRIDE", "CAP_FOWNER"))
+                                     "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"))
     threads = os.listdir(f"/proc/{pid}/task")
     assert len(threads) >= 1
     for tid in threads:
@@ -146,6 +147,29 @@ def assert_monitor_confined(pid: int) -> None:
         assert status == {"CapInh": 0, "CapPrm": want, "CapEff": want, "CapBnd": want,
                           "CapAmb": 0, "NoNewPrivs": 1}, (tid, {
                               k: privileges.names(v) for k, v in status.items()})
+
+
+def test_a_qemu_that_does_not_quit_is_killed_by_its_confined_monitor(
+        sandboxes: Sandboxes) -> None:
+    """QEMU is another user than its monitor, which keeps CAP_KILL for it: a QEMU that answers
+    neither the power button nor `quit` (stopped here, as a hung or taken-over one would) is
+    killed by the monitor itself when it is told to stop, and nothing is left."""
+    sandbox = sandboxes.boot("hung")
+
+    async def scenario() -> None:
+        pids = await sandbox.pids()
+        await sandbox.close_clients()
+        virtiofsd = (pids.virtiofsd, *children_of(pids.virtiofsd))
+        assert confinement.kept(pooled=False) & privileges.mask(("CAP_KILL",))
+        os.kill(pids.qemu, signal.SIGSTOP)
+        os.kill(pids.monitor, signal.SIGTERM)
+        # the power button and quit go unanswered (about 10 s each), then SIGKILL
+        assert await wait_gone((pids.qemu,), TEARDOWN_BOUND + 30.0) == []
+        await wait_until_stopped(sandbox, (*pids.all(), *virtiofsd))
+        log = sandbox.monitor_log()
+        assert "Operation not permitted" not in log and "PermissionError" not in log, log[-2000:]
+
+    asyncio.run(scenario())
 
 
 def test_kill_9_of_qemu_fails_the_clients_and_leaves_nothing(sandboxes: Sandboxes) -> None:

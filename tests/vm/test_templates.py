@@ -24,6 +24,7 @@ from google.protobuf import empty_pb2
 from cocoon.guest import assets
 from cocoon.protocols.gen import agent_pb2
 from cocoon.template import store
+from tests.framework.qemuuser import as_qemu, assert_cannot_read, assert_runs_as_its_own_user
 from tests.vm.container_kit import GuestSandbox, Result, container_spec, without_namespace
 
 pytestmark = pytest.mark.vm
@@ -128,6 +129,28 @@ def test_clones_do_not_see_each_others_guest_files(template_dir: Path, vm_root: 
     assert seen_first.status == seen_second.status == 0, seen_first.err + seen_second.err
     assert "first-only" in seen_first.out.split()
     assert "first-only" not in seen_second.out.split()
+
+
+def test_a_clones_qemu_cannot_reach_its_template_or_another_clone(
+        template_dir: Path, vm_root: Path, sandboxes: list[GuestSandbox]) -> None:
+    """Each clone's QEMU is a user of its own holding a private copy of the template's RAM
+    (with a share or without): from where and as it runs, the template's files, the other
+    clone's directory and the host's files cannot be read, and the template stays root's."""
+    first = start(sandboxes, vm_root, "user1")
+    # ready means restored, resumed and answered by its agent
+    second = start(sandboxes, vm_root, "user2", share=False)
+    assert first.info["started_from"] == second.info["started_from"]
+    name = templates(template_dir)[0]
+    ram = template_dir / name / store.RAM
+    for sandbox, other in ((first, second), (second, first)):
+        pid = int(sandbox.info["qemu_pid"])
+        assert_runs_as_its_own_user(pid)
+        assert_cannot_read(pid, ram, template_dir / name / store.STATE, "/etc/shadow",
+                           other.layout.qemu_dir / "console.log", sandbox.layout.config)
+        mine = as_qemu(pid, "/usr/bin/test", "-O", str(sandbox.layout.qemu_dir / "qmp.sock"))
+        assert mine.returncode == 0, mine.stderr
+    for path in (template_dir / name).iterdir():
+        assert (path.stat().st_uid, path.stat().st_mode & 0o022) == (0, 0), path
 
 
 def _start(container_id: str) -> object:

@@ -55,9 +55,9 @@ class MemoryBackend:
     """Guest RAM backed by a memfd or a file instead of anonymous memory.
 
     vhost-user devices (virtio-fs) need it shared so virtiofsd can map guest RAM; templates map a
-    file shared once and clones map it privately (`share=False`). `kind="fd"` is a file the
-    caller already opened (a memfd it filled from a template): QEMU inherits `fd` and opens it
-    as /proc/self/fd/<fd>.
+    file shared once (a private mapping of a file, `share=False`, is refused when QEMU runs as
+    its own user: see `qemu`). `kind="fd"` is a file the caller already opened (a memfd it
+    filled from a template): QEMU inherits `fd` and opens it as /proc/self/fd/<fd>.
     """
 
     kind: Literal["memfd", "file", "fd"] = "memfd"

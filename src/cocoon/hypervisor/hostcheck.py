@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from cocoon.errors import CocoonError
-from cocoon.hypervisor import accel
+from cocoon.hypervisor import accel, vmuser
 from cocoon.hypervisor.cmdline import SECCOMP_SANDBOX
 from cocoon.hypervisor.config import QBOOT
 from cocoon.hypervisor.qemu import VHOST_VSOCK
@@ -76,7 +76,7 @@ def check_host(reprobe: bool = False, cache_dir: Path | None = None) -> HostRepo
     qemu_check, qemu_ok = check_qemu(QEMU_BINARY)
     checks = [qemu_check, check_qboot(QBOOT)]
     if qemu_ok:
-        checks.append(check_qemu_sandbox(QEMU_BINARY))
+        checks += [check_qemu_sandbox(QEMU_BINARY), check_qemu_user(QEMU_BINARY)]
     asset_checks, kernel, initrd = check_guest_assets(cache_dir)
     checks += asset_checks
     decision: accel.AccelDecision | None = None
@@ -145,6 +145,40 @@ def qemu_sandbox_verdict(returncode: int | None, stderr: str, seccomp: str) -> C
         reason = f"the filter is not in force (Seccomp: {seccomp or 'unknown'})"
     return Check("qemu sandbox", "fail", f"QEMU refuses -sandbox {SECCOMP_SANDBOX}: {reason} "
                  "(a QEMU built with seccomp is needed)")
+
+
+def check_qemu_user(binary: str) -> Check:
+    """QEMU's own user (`vmuser`): its ids mapped here and nobody else's, and QEMU runs as
+    one of them (`--version`, started the way VMs are: no group, the ids of its pid)."""
+    if not vmuser.runs_as_own_user():
+        return Check("qemu user", "warn", "not root: QEMU runs as the caller, in no root of "
+                     "its own")
+    problem = vmuser.mapping_problem()
+    if problem is not None:
+        return Check("qemu user", "fail", f"{problem}: VMs refuse to start")
+
+    def become() -> None:
+        ids = vmuser.qemu_ids(os.getpid())
+        os.setgroups([])
+        os.setresgid(ids, ids, ids)
+        os.setresuid(ids, ids, ids)
+
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                timeout=10, check=False, preexec_fn=become)
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check("qemu user", "fail", f"{binary} does not run as uid {vmuser.QEMU_ID_BASE}"
+                     f"+pid: {err}")
+    if result.returncode != 0:
+        return Check("qemu user", "fail", f"{binary} does not run as uid "
+                     f"{vmuser.QEMU_ID_BASE}+pid: {result.stderr.strip() or result.returncode}")
+    detail = (f"each QEMU runs as uid and gid {vmuser.describe_range()}, no capability, "
+              "in a root of its own")
+    taken = vmuser.host_accounts_in_range()
+    if taken:
+        return Check("qemu user", "warn", f"{detail}; but these accounts share the range and "
+                     f"could signal a QEMU: {', '.join(taken[:3])}")
+    return Check("qemu user", "ok", detail)
 
 
 def _status_field(status: str, name: str) -> str:

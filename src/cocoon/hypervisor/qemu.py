@@ -3,7 +3,9 @@
 Asyncio throughout, because the sandbox monitor that owns a VM is an asyncio program and must
 learn of QEMU's death while it serves clients. QEMU runs in its own session (a Ctrl-C meant for
 the caller does not reach it) and, unless asked otherwise, with `PR_SET_PDEATHSIG` so that a
-crashed owner does not leave an orphaned VM running. The guest console and QEMU's own stderr
+crashed owner does not leave an orphaned VM running. Started by root, it runs in a root of its
+own (`jail`) as a user of its own (`vmuser`) without a capability; the files it writes by name
+are made before it starts and handed to that user. The guest console and QEMU's own stderr
 share one per-VM log file, whose last lines are the evidence every `VMDiedError` carries.
 """
 
@@ -27,7 +29,7 @@ from types import TracebackType
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from cocoon.errors import HypervisorError, VMDiedError
-from cocoon.hypervisor import hotplug, jail
+from cocoon.hypervisor import hotplug, jail, vmuser
 from cocoon.hypervisor.cmdline import build_command
 from cocoon.hypervisor.config import NetInterface, VirtioFsShare, VMConfig
 from cocoon.hypervisor.hostclock import host_tsc_khz
@@ -36,7 +38,6 @@ logger = logging.getLogger("cocoon.hypervisor.qemu")
 
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
-QEMU_GID_BASE = 0x7C000000
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_CAPSET = 126
@@ -69,12 +70,20 @@ class QemuVM:
         self._exit: asyncio.Task[int] | None = None
         self._t0 = 0.0
         self._stopping = False
+        self._own_user = config.own_root and vmuser.runs_as_own_user()
 
     # --- state ---------------------------------------------------------------------------------
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def uid(self) -> int | None:
+        """QEMU's own uid (and gid), once started; None when it runs as its caller's."""
+        if self._proc is None or not self._own_user:
+            return None
+        return vmuser.qemu_ids(self._proc.pid)
 
     @property
     def returncode(self) -> int | None:
@@ -110,24 +119,30 @@ class QemuVM:
             raise HypervisorError(f"VM {self.config.name} was already started",
                                   vm=self.config.name, pid=self._proc.pid)
         _preflight(self.config)
+        if self._own_user:
+            _preflight_own_user(self.config)
         if (self.config.machine == "microvm" and self.config.accel == "tcg"
                 and self.config.tsc_khz is None):
             self.config = dataclasses.replace(self.config, tsc_khz=host_tsc_khz())
         argv = build_command(self.config)
         logger.debug("vm %s: %s", self.config.name, " ".join(argv))
         log_fd = _open_console_log(self.config.console_log)
+        handed = [log_fd]
         try:
+            handed += _open_ram_file(self.config)
             self._t0 = time.monotonic()
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 pass_fds=self.config.inherited_fds,
                 start_new_session=True,
-                preexec_fn=_child_setup(self.config, self.die_with_parent))
+                preexec_fn=_child_setup(self.config, self.die_with_parent, handed,
+                                        self._own_user))
         except (OSError, subprocess.SubprocessError) as err:
             # a failing preexec hook (QEMU's own root) comes back as a SubprocessError
             raise HypervisorError(f"cannot start {argv[0]}: {err}", argv=argv) from err
         finally:
-            os.close(log_fd)
+            for fd in handed:
+                os.close(fd)
         self._exit = asyncio.create_task(self._watch_exit(), name=f"qemu-exit-{self.pid}")
         self.mark("qemu-started")
         try:
@@ -416,11 +431,18 @@ def describe_exit(code: int | None) -> str:
 def console_tail(path: Path, lines: int = CONSOLE_TAIL_LINES) -> list[str]:
     """The last non-empty lines of a console log; [] when it cannot be read."""
     try:
-        with path.open("rb") as log:
-            log.seek(max(log.seek(0, os.SEEK_END) - _TAIL_BYTES, 0))
-            data = log.read()
+        # QEMU's user owns the directory: a link or a FIFO it put there is not followed
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return []
+    with os.fdopen(fd, "rb") as log:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return []
+            log.seek(max(log.seek(0, os.SEEK_END) - _TAIL_BYTES, 0))
+            data = log.read()
+        except OSError:
+            return []
     text = _ANSI_RE.sub("", data.decode("utf-8", "replace").replace("\r", "\n"))
     kept = [line.strip() for line in text.split("\n") if line.strip()]
     return kept[-lines:]
@@ -440,6 +462,20 @@ def _preflight(config: VMConfig) -> None:
         _remove_stale_socket(config.name, path)
 
 
+def _preflight_own_user(config: VMConfig) -> None:
+    """What QEMU running as its own user cannot do, refused with the reason before it starts."""
+    problem = vmuser.mapping_problem()
+    if problem is not None:
+        raise HypervisorError(f"cannot start VM {config.name}: {problem}", vm=config.name)
+    backend = config.memory_backend
+    if backend is not None and backend.kind == "file" and not backend.share:
+        # QEMU 7.2 opens a private mapping's file read-write (8.2's rom=off would not)
+        raise HypervisorError(
+            f"VM {config.name}: a private mapping of {backend.path} needs QEMU to open it "
+            "read-write, which its own user may not; give it a copy (a memfd)",
+            vm=config.name, path=str(backend.path))
+
+
 def _remove_stale_socket(vm: str, path: Path) -> None:
     """QEMU replaces a stale socket itself, but only after we would have connected to it."""
     try:
@@ -452,49 +488,66 @@ def _remove_stale_socket(vm: str, path: Path) -> None:
 
 
 def _open_console_log(path: Path) -> int:
-    # O_APPEND on our descriptor and append=on on QEMU's chardev keep both writers' lines whole
+    """A new, empty console log. A previous QEMU's user owned its directory, so whatever is
+    at the path (a link to a host file, a FIFO) is removed, never followed or opened.
+    O_APPEND on our descriptor and append=on on QEMU's chardev keep both writers' lines
+    whole."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
-                       0o640)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_APPEND
+                       | os.O_CLOEXEC, 0o640)
     except OSError as err:
         raise HypervisorError(f"cannot open console log {path}: {err}", path=str(path)) from err
 
 
-def _child_setup(config: VMConfig, die_with_parent: bool) -> Callable[[], None]:
-    """The preexec hook: QEMU's own root (`jail`, when root and asked), no capabilities, and
-    (if asked) the parent death guard."""
+def _open_ram_file(config: VMConfig) -> list[int]:
+    """A template's RAM file (a shared file backend), made here so that it is handed to QEMU's
+    user as a descriptor and QEMU needs no right to its directory; [] for other backends."""
+    backend = config.memory_backend
+    if backend is None or backend.kind != "file" or not backend.share or backend.path is None:
+        return []
+    try:
+        return [os.open(backend.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        0o600)]
+    except OSError as err:
+        raise HypervisorError(f"cannot open the RAM file {backend.path}: {err.strerror}",
+                              vm=config.name, path=str(backend.path)) from err
+
+
+def _child_setup(config: VMConfig, die_with_parent: bool, handed: list[int],
+                 own_user: bool) -> Callable[[], None]:
+    """The preexec hook, as root (when started by root): QEMU's files handed to its user
+    (`vmuser`), QEMU's own root (`jail`), its credentials (`_become_qemu`), and (if asked)
+    the parent death guard, which a change of credentials would clear, so it comes last."""
     own_root = jail.entry(config) if config.own_root and os.geteuid() == 0 else None
-    drop = _capability_drop()
+    hand_over = vmuser.hand_over(jail.creation_dirs(config),
+                                 [share.socket for share in config.shares], handed)
+    become = _become_qemu()
     guard = _parent_death_guard(os.getpid()) if die_with_parent else None
 
     def setup() -> None:
+        ids = vmuser.qemu_ids(os.getpid())
+        if own_user:
+            hand_over(ids)
         if own_root is not None:
-            own_root()
-        if os.geteuid() == 0:
-            # a group of its own: uid 0 without capabilities is still allowed into another
-            # such process's /proc/<pid>/root unless uid and gid both match (ptrace rules)
-            gid = own_group(os.getpid())
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-        drop()
+            own_root(ids if own_user else None)
+        become(ids, own_user)
         if guard is not None:
             guard()
 
     return setup
 
 
-def own_group(pid: int) -> int:
-    """The gid QEMU with process id `pid` runs with: one no other process has (pids are
-    below 2**22), far above any group or container id mapping a host hands out."""
-    return QEMU_GID_BASE + pid
-
-
-def _capability_drop() -> Callable[[], None]:
-    """A preexec hook that leaves QEMU, though it runs as root, without a capability: the
-    bounding set emptied, so exec grants none, and the inheritable and ambient sets cleared.
-    Nothing QEMU does needs one (its taps, RAM and state arrive as descriptors, the files
-    it opens are root's own); a QEMU taken over cannot mount, load a module, change the
-    host's network, trace another process or write files root does not own."""
+def _become_qemu() -> Callable[[int, bool], None]:
+    """A preexec hook that leaves QEMU without a capability: the bounding set emptied, so
+    exec grants none, the inheritable and ambient sets cleared, no supplementary group, and
+    its own ids (`vmuser`): uid and gid when `own_user`, else the gid only (uid 0 without a
+    capability; uid 0 without capabilities may still enter another such process's
+    /proc/<pid>/root unless both uid and gid match, so each QEMU's gid is its own). Nothing
+    QEMU does needs a capability (its taps, RAM and state arrive as descriptors, the files
+    it opens are handed to it); a QEMU taken over cannot mount, load a module, change the
+    host's network, trace another process or write a file that is not its own."""
     try:
         last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except (OSError, ValueError):
@@ -502,7 +555,7 @@ def _capability_drop() -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork, not in the child
     prctl, syscall = libc.prctl, libc.syscall
 
-    def drop() -> None:
+    def become(ids: int, own_user: bool) -> None:
         if os.geteuid() != 0:
             return  # an unprivileged caller has nothing to drop
         for cap in range(last + 1):
@@ -510,12 +563,16 @@ def _capability_drop() -> Callable[[], None]:
                 raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap}) failed")
         if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_CLEAR_ALL) failed")
+        os.setgroups([])
+        os.setresgid(ids, ids, ids)
+        if own_user:
+            os.setresuid(ids, ids, ids)  # clears the permitted and effective sets too
         header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
         data = (ctypes.c_uint32 * 6)()  # two sets of effective, permitted, inheritable: none
         if syscall(_SYS_CAPSET, header, data) != 0:
             raise OSError(ctypes.get_errno(), "capset failed")
 
-    return drop
+    return become
 
 
 def _parent_death_guard(parent_pid: int) -> Callable[[], None]:

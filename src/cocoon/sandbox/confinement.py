@@ -9,11 +9,13 @@ agent channel, and still:
 - CAP_NET_ADMIN: makes taps and tc redirects there, and removes them;
 - CAP_NET_BIND_SERVICE: the port mirror listens on the ports below 1024 the guest listens on;
 - CAP_DAC_OVERRIDE, CAP_FOWNER: removes its VM directory, whatever owner and mode the files
-  the guest (through virtiofsd) or QEMU (its own group) left in it have;
+  the guest (through virtiofsd) or QEMU (its own user) left in it have;
+- CAP_KILL: QEMU runs as a user of its own (`cocoon.hypervisor.vmuser`), and a QEMU that
+  does not quit when asked (hung, or taken over) must still be killed;
 - CAP_SYS_NICE, a pool member only: being claimed, it renices itself, QEMU and virtiofsd
   back to 0 (a raise, which needs it).
 
-Signals to QEMU and virtiofsd need nothing (both run as uid 0). Everything else goes: from
+Signals to virtiofsd need nothing (it runs as uid 0). Everything else goes: from
 the bounding set too, and no_new_privs is set, so no program the monitor could still run
 would get more.
 """
@@ -31,7 +33,7 @@ from cocoon.linux import privileges
 logger = logging.getLogger("cocoon.sandbox.confinement")
 
 KEEPS = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_DAC_OVERRIDE",
-         "CAP_FOWNER")
+         "CAP_FOWNER", "CAP_KILL")
 POOL_KEEPS = (*KEEPS, "CAP_SYS_NICE")
 
 

@@ -321,7 +321,8 @@ class Monitor:
                 self.share.expose_modules(self.kernel.modules_dir)
         if self.virtiofsd is None or not self.virtiofsd.running:
             self.virtiofsd = Virtiofsd(self.layout.virtiofs_socket, self.layout.shared,
-                                       self.layout.root / "virtiofsd.log")
+                                       self.layout.root / "virtiofsd.log",
+                                       owner=self.vm.uid if self.vm is not None else None)
             await self.virtiofsd.start()
             self._tasks.append(asyncio.create_task(self._watch_virtiofsd(self.virtiofsd),
                                                    name="watch-virtiofsd"))
@@ -345,15 +346,14 @@ class Monitor:
         """Restore a clone of `template` and make it a new instance: the RNG reseeded with
         host entropy before anything else, the clock set. Its devices come later."""
         self.started_from = f"template {template.name}"
-        memory_fd = None
-        if self.config.share:  # virtiofsd maps guest RAM: a private copy of the template's
-            started = time.monotonic()
-            memory_fd, copied = await asyncio.to_thread(clone.copy_into_memfd, template.ram)
-            memory = MemoryBackend("fd", fd=memory_fd, share=True)
-            logger.info("sandbox %s: %d MiB of template RAM copied in %.3f s", self.id,
-                        copied >> 20, time.monotonic() - started)
-        else:  # the template's RAM file itself, copy-on-write
-            memory = MemoryBackend("file", template.ram, share=False)
+        # a private copy of the template's RAM: virtiofsd maps guest RAM (a share needs it
+        # shared), and QEMU's own user may not open the template's file read-write, as QEMU
+        # 7.2 does for a private mapping (docs/templates.md)
+        started = time.monotonic()
+        memory_fd, copied = await asyncio.to_thread(clone.copy_into_memfd, template.ram)
+        memory = MemoryBackend("fd", fd=memory_fd, share=True)
+        logger.info("sandbox %s: %d MiB of template RAM copied in %.3f s", self.id,
+                    copied >> 20, time.monotonic() - started)
         state_fd = os.open(template.state, os.O_RDONLY | os.O_CLOEXEC)
         try:
             await self._start_vm(vmstart.clone_config(self.layout, template, memory=memory,

@@ -76,10 +76,14 @@ def _die_with_parent() -> None:
 
 
 class Virtiofsd:
-    def __init__(self, socket: Path, source: Path, log: Path) -> None:
+    """`owner`: the uid (and gid) of the QEMU that connects, given the socket; without one it
+    is root's and a QEMU started later takes it over (`cocoon.hypervisor.vmuser`)."""
+
+    def __init__(self, socket: Path, source: Path, log: Path, owner: int | None = None) -> None:
         self.socket = socket
         self.source = source
         self.log = log
+        self.owner = owner
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -105,7 +109,10 @@ class Virtiofsd:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             listener.bind(str(self.socket))
-            os.chmod(self.socket, 0o600)
+            # QEMU's user owns the directory: the name may no longer be this socket
+            os.chmod(self.socket, 0o600, follow_symlinks=False)
+            if self.owner is not None:
+                os.chown(self.socket, self.owner, self.owner, follow_symlinks=False)
             listener.listen(1)
             with open(self.log, "ab") as log:
                 self.proc = await asyncio.create_subprocess_exec(

@@ -10,6 +10,7 @@ beside the destination, renamed into place only when whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -80,6 +81,17 @@ def dig_holes(path: Path) -> None:
         logger.warning("cannot dig holes in %s: %s", path, err)
 
 
+def reclaim(tmp: Path) -> None:
+    """The template QEMU's user owned its RAM file and console log while it ran (as
+    descriptors, so it could change their content and mode, not what the names point to):
+    they become the builder's again, and nobody else may write what clones start from."""
+    for name, mode in ((store.RAM, 0o600), (store.CONSOLE, 0o640)):
+        path = tmp / name
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, os.geteuid(), os.getegid(), follow_symlinks=False)
+            os.chmod(path, mode, follow_symlinks=False)
+
+
 async def build(spec: TemplateSpec, cache: Path, work: Path,
                 boot_timeout: float = BOOT_TIMEOUT) -> store.Template:
     """Build `spec`'s template (call with its lock held); returns it checked."""
@@ -90,6 +102,7 @@ async def build(spec: TemplateSpec, cache: Path, work: Path,
     tmp.mkdir(parents=True)
     try:
         meta = await _boot_and_save(spec, tmp, work, boot_timeout)
+        reclaim(tmp)
         dig_holes(tmp / store.RAM)
         ram = (tmp / store.RAM).stat()
         meta.update(

@@ -1,9 +1,9 @@
-"""A clone's guest RAM when it must be shared with virtiofsd: a private copy of the template's.
+"""A clone's guest RAM: a private copy of the template's.
 
-A clone normally maps the template's RAM file privately (copy-on-write), sharing every page it
-does not write with the other clones through the page cache. vhost-user devices (virtio-fs)
-need RAM that virtiofsd can map too, which a private mapping is not; such a clone gets a memfd
-holding a copy of the template's RAM instead. Only the data is copied: the template's holes
+vhost-user devices (virtio-fs) need RAM that virtiofsd can map too, which a private mapping of
+the template's RAM file is not; and QEMU, running as a user of its own, may not open that file
+read-write, as QEMU 7.2 does even for a private mapping. So every clone gets a memfd holding a
+copy of the template's RAM. Only the data is copied: the template's holes
 (the zero pages, and the free memory the guest zeroed before the save) stay holes.
 """
 
