@@ -2,10 +2,24 @@
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports them when asked for
+    from cocoon.api import (
+        AsyncProcess,
+        AsyncSandbox,
+        CompletedProcess,
+        Mount,
+        OutputStream,
+        Process,
+        Sandbox,
+        Stream,
+    )
 
 # what `cocoon.api` exports, importable from `cocoon` itself (kept in step by a unit test)
-API = frozenset({"AsyncProcess", "AsyncSandbox", "CompletedProcess", "Mount", "OutputStream",
-                 "Process", "Sandbox", "Stream"})
+__all__ = ["AsyncProcess", "AsyncSandbox", "CompletedProcess", "Mount", "OutputStream",
+           "Process", "Sandbox", "Stream"]
+API = frozenset(__all__)
 
 
 def __getattr__(name: str) -> object:

@@ -100,11 +100,12 @@ class _Blobs:
     def open(self, name: str) -> Iterator[IO[bytes]]:
         if self._tar is None:
             try:
-                with (self.source / name).open("rb") as f:
-                    yield f
+                f = (self.source / name).open("rb")
             except FileNotFoundError:
                 raise ImageError(f"image {self.source}: {name} is missing",
                                  path=str(self.source)) from None
+            with f:
+                yield f
             return
         member = self._members.get(name)
         extracted = self._tar.extractfile(member) if member is not None else None
@@ -322,10 +323,14 @@ def apply_layer(root: Path, stream: IO[bytes], source: Path) -> None:
                                      "image", path=str(source))
                 if not path:
                     continue
-                if path.rpartition("/")[2].startswith(WHITEOUT):
-                    layer.whiteout(path)
-                else:
-                    layer.add(tar, member, path)
+                try:
+                    if path.rpartition("/")[2].startswith(WHITEOUT):
+                        layer.whiteout(path)
+                    else:
+                        layer.add(tar, member, path)
+                except OSError as err:
+                    raise ImageError(f"image {source}: cannot unpack {path!r}: "
+                                     f"{err.strerror or err}", path=str(source)) from err
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ImageError(f"image {source}: a layer is not a readable tar: {err}",
                          path=str(source)) from err
