@@ -136,9 +136,11 @@ class AsyncProcess:
             raise self._guard(err) from err
 
     async def terminate(self) -> None:
+        """Send SIGTERM."""
         await self.send_signal(signal.SIGTERM)
 
     async def kill(self) -> None:
+        """Send SIGKILL."""
         await self.send_signal(signal.SIGKILL)
 
     async def resize(self, rows: int, columns: int) -> None:

@@ -22,9 +22,11 @@ class Stream:
         self._eof = False
 
     async def feed(self, data: bytes) -> None:
+        """Add `data` (the pump's side); waits while the buffer is full."""
         await self._chunks.put(data)
 
     async def feed_eof(self) -> None:
+        """Mark the end of the stream (the pump's side)."""
         await self._chunks.put(b"")
 
     async def _more(self) -> bool:

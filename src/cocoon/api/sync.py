@@ -64,6 +64,7 @@ class OutputStream:
         return self._loop.call(self._stream.read(n))
 
     def readline(self) -> bytes:
+        """The next line with its newline (without one at the end); b"" at the end."""
         return self._loop.call(self._stream.readline())
 
     def __iter__(self) -> OutputStream:
@@ -90,12 +91,15 @@ class Process:
 
     @property
     def returncode(self) -> int | None:
+        """The exit status once `wait` has seen it, else None."""
         return self._process.returncode
 
     def write(self, data: bytes) -> None:
+        """Write `data` to the process's stdin (returns once the guest took it all)."""
         self._loop.call(self._process.write(data))
 
     def close_stdin(self) -> None:
+        """End of file on the process's stdin."""
         self._loop.call(self._process.close_stdin())
 
     def wait(self, timeout: float | None = None) -> int:
@@ -103,15 +107,19 @@ class Process:
         return self._loop.call(self._process.wait(timeout))
 
     def send_signal(self, sig: int) -> None:
+        """Send `sig` to the process (nothing if it has ended)."""
         self._loop.call(self._process.send_signal(sig))
 
     def terminate(self) -> None:
+        """Send SIGTERM."""
         self._loop.call(self._process.terminate())
 
     def kill(self) -> None:
+        """Send SIGKILL."""
         self._loop.call(self._process.kill())
 
     def resize(self, rows: int, columns: int) -> None:
+        """The size of the process's terminal (with `terminal=True`)."""
         self._loop.call(self._process.resize(rows, columns))
 
 
@@ -136,6 +144,7 @@ class Sandbox:
 
     @property
     def id(self) -> str:
+        """The sandbox's id (its container's in the guest, and its VM's)."""
         return self._async.id
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
