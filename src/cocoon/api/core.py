@@ -11,6 +11,7 @@ import io
 import os
 import secrets
 import shlex
+import signal
 import tarfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from cocoon.sandbox.client import SandboxClient
 T = TypeVar("T")
 BOOT_TIMEOUT = 120.0
 DEFAULT_HOSTNAME = "sandbox"
+KILL_TIMEOUT = 5.0
 
 
 async def in_thread(call: Callable[[], T]) -> T:
@@ -85,8 +87,8 @@ class AsyncSandbox:
             which the sandbox reaches out (as `--network host` does).
         mounts: host paths bound into the sandbox (`Mount`, read-only by default).
         env: environment variables of every process, over the image's.
-        timeout: seconds from the start after which the VM is killed, whatever it is doing;
-            every call then raises `SandboxTimeoutError`.
+        timeout: seconds, counted from the moment the sandbox is ready, after which the VM
+            is killed, whatever it is doing; every call then raises `SandboxTimeoutError`.
         hostname: the sandbox's host name.
     """
 
@@ -148,6 +150,13 @@ class AsyncSandbox:
         # closes, each with the error `_guard` gives it
         self._processes.clear()
         client, self._client = self._client, None
+        if client is not None and not self.expired:
+            # the container's processes killed first, as `cocoon delete` does: the guest's
+            # stop then has nothing to wait for (the holding process ignores SIGTERM)
+            with contextlib.suppress(CocoonError, OSError, TimeoutError):
+                await client.agent.signal_process(self.id, "", signal.SIGKILL, all=True,
+                                                  timeout=KILL_TIMEOUT)
+                await client.agent.wait_process(self.id, "", timeout=KILL_TIMEOUT)
         if client is not None:
             with contextlib.suppress(CocoonError, OSError, RuntimeError):
                 await client.close()

@@ -95,7 +95,7 @@ class AsyncProcess:
                     await stream.feed_eof()
 
     @property
-    def pid(self) -> str:
+    def exec_id(self) -> str:
         """The process's id in its sandbox (the agent's exec id)."""
         return self._eid
 
