@@ -138,3 +138,42 @@ class HostCheckError(CocoonError):
 
 class InstallError(CocoonError):
     """An engine's configuration cannot be merged (or unmerged) as asked; the message names why."""
+
+
+# --- the Python API (cocoon.Sandbox) -------------------------------------------------------------
+
+
+class ImageError(AssetError):
+    """A sandbox's image (a rootfs directory, an OCI image layout or archive) cannot be used;
+    the message names the file and what is wrong with it."""
+
+
+class SandboxTimeoutError(SandboxError):
+    """The sandbox's wall-clock timeout expired: its VM was killed, and every call after
+    (or still waiting) fails with this."""
+
+
+class ProcessError(SandboxError):
+    """A process run in a sandbox did not end well; `args`, `returncode`, `stdout` and
+    `stderr` hold what is known (`returncode` is None when it did not end on its own)."""
+
+    def __init__(self, message: str, args: list[str], returncode: int | None,
+                 stdout: bytes | str | None = None, stderr: bytes | str | None = None) -> None:
+        super().__init__(message, args=args, returncode=returncode)
+        self.cmd = args
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class ProcessTimeoutError(ProcessError):
+    """`run(..., timeout=)` expired: the process was killed (the sandbox lives on)."""
+
+
+class CalledProcessError(ProcessError):
+    """`run(..., check=True)`: the process exited with a non-zero status."""
+
+
+class OutOfMemoryError(ProcessError):
+    """The process was killed by the guest kernel's OOM killer: it went over the sandbox's
+    memory limit (`memory_mib`)."""

@@ -1,0 +1,2 @@
+#!/bin/sh
+! ./calc.sh div 1 1 2>/dev/null
