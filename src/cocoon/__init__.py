@@ -2,8 +2,7 @@
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (shims import this file)
 if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports them when asked for
     from cocoon.api import (
         AsyncProcess,
