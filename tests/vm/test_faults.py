@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.framework.cli import Cli
+from tests.framework.cli import COCOON, Cli
 from tests.vm.container_kit import make_bundle
 
 pytestmark = pytest.mark.vm
@@ -170,6 +171,65 @@ def test_a_killed_shim_kills_its_process_in_the_guest(cli: Cli, tmp_path: Path,
     assert "sleep 1000" not in cli("ps", "stand").stdout
     cli.ok("delete", "stand")
     ids.remove("stand")
+
+
+def kill_shim_before_it_attaches(cli_pid: int, timeout: float = 60.0) -> bool:
+    """SIGKILL the per-process shim the CLI `cli_pid` forks, the moment it appears (it is a
+    Python program: it takes tens of milliseconds to reach its attach); False if none came."""
+    children = Path(f"/proc/{cli_pid}/task/{cli_pid}/children")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pids = [int(p) for p in children.read_text().split()]
+        except OSError:
+            return False  # the CLI has ended
+        for pid in pids:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"cocoon.runtime.shimproc" in argv:
+                os.kill(pid, signal.SIGKILL)
+                return True
+        time.sleep(0.001)
+    return False
+
+
+@pytest.mark.parametrize("verb", ["exec", "create"])
+def test_a_shim_killed_before_it_attaches_leaves_no_process(verb: str, cli: Cli,
+                                                            tmp_path: Path,
+                                                            ids: list[str]) -> None:
+    """The shim dies after the guest process was made but before the monitor knew of the
+    shim: the CLI that spawned it reports it in one line and the process goes too (only the
+    CLI knew of both; the monitor kills a process only when an attached shim goes away)."""
+    if verb == "exec":
+        run_detached(cli, tmp_path, ids, "early", ["sleep", "1000"])
+        args = ["exec", "--detach", "early", "sleep", "2000"]
+    else:
+        ids.append("early")
+        args = ["create", "--bundle", str(make_bundle(tmp_path / "b", ["sleep", "2000"])),
+                "early"]
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([COCOON, "--root", str(cli.root), *args], stdout=err,
+                                stderr=err, stdin=subprocess.DEVNULL, text=True)
+        assert kill_shim_before_it_attaches(proc.pid), "no shim appeared"
+        code = proc.wait(timeout=120)
+        err.seek(0)
+        message = err.read()
+    assert code != 0, "the CLI reported success though its shim died before attaching"
+    assert message.count("\n") == 1 and "Traceback" not in message, message
+    assert "shim" in message and "before it attached" in message, message
+    if verb == "exec":
+        # the guest process went with it: nothing runs out of reach of kill and exec
+        table = cli.ok("ps", "early")
+        assert "sleep 2000" not in table and "sleep 1000" in table, table
+        assert state(cli, "early")["status"] == "running"
+        cli.ok("delete", "--force", "early")
+    else:
+        # create failed and undid itself: no container, no VM
+        assert "does not exist" in cli("state", "early").stderr
+        assert not (cli.root / "early").exists()
+    ids.remove("early")
 
 
 # --- 6: the agent (the guest's PID 1) outlives every signal a container sends it -------------

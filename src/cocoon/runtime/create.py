@@ -74,18 +74,32 @@ def write_pid_file(path: Path, pid: int) -> None:
 
 def spawn_shim(layout: Layout, container_id: str, exec_id: str, netns: str | None,
                console_socket: str | None = None) -> int:
-    """Fork the per-process shim of one guest process; its pid. With `console_socket` the
-    process has a terminal: a host pty whose master goes to that socket, whose slave the
-    shim takes as its stdio."""
+    """Fork the per-process shim of one guest process; its pid, once it has attached to the
+    monitor (which kills the guest process if the shim goes away later). A shim that dies or
+    fails before then is a SandboxError, and the guest process is the caller's to end. With
+    `console_socket` the process has a terminal: a host pty whose master goes to that socket,
+    whose slave the shim takes as its stdio."""
     slave = None
     if console_socket is not None:
         master, slave = console.open_pty()
         console.send_console(console_socket, master, os.ttyname(slave))
         os.close(master)
-    pid = shim.spawn(shim.ShimSpec(layout.shim_socket, container_id, exec_id, console=slave,
-                                   netns=netns, log_path=shim_log(layout)))
-    if slave is not None:
-        os.close(slave)
+    try:
+        pid, report = shim.spawn(shim.ShimSpec(layout.shim_socket, container_id, exec_id,
+                                               console=slave, netns=netns,
+                                               log_path=shim_log(layout)))
+    finally:
+        if slave is not None:
+            os.close(slave)
+    start = process_start_time(pid) or 0  # our unreaped child: it has one
+    problem = shim.wait_attached(report)
+    if problem is not None:
+        # nobody but us knows of it: its guest process is the caller's to kill
+        teardown.kill_quietly(pid, start)
+        process = f"exec {exec_id} of container {container_id}" if exec_id else \
+            f"container {container_id}"
+        raise SandboxError(f"the shim of {process} (pid {pid}) failed: {problem}",
+                           id=container_id, exec_id=exec_id)
     return pid
 
 

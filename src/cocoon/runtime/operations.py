@@ -158,8 +158,14 @@ class Runtime:
         from cocoon.runtime import create
 
         spec = self.store.config(state.id)
-        pid = create.spawn_shim(self.layout(state), state.id, exec_id, create.netns_of(spec),
-                                console_socket if process.terminal else None)
+        try:
+            pid = create.spawn_shim(self.layout(state), state.id, exec_id,
+                                    create.netns_of(spec),
+                                    console_socket if process.terminal else None)
+        except BaseException:
+            # its shim never attached: nothing would end the process, nothing could reach it
+            self._kill_exec(state, exec_id)
+            raise
         start = process_start_time(pid) or 0  # our unreaped child: it has one
         cgroup = hostcgroups.of(state)
         if cgroup is not None:
@@ -175,11 +181,15 @@ class Runtime:
 
             # unrecorded, neither may stay: the process (perhaps before its shim attached) and
             # its shim
-            with contextlib.suppress(CocoonError, OSError):
-                asyncio.run(call_agent(state, lambda agent: agent.signal_process(
-                    state.id, exec_id, signal.SIGKILL)))
+            self._kill_exec(state, exec_id)
             teardown.kill_quietly(pid, start)
             raise
         if pid_file is not None:
             create.write_pid_file(pid_file, pid)
         return pid
+
+    @staticmethod
+    def _kill_exec(state: ContainerState, exec_id: str) -> None:
+        with contextlib.suppress(CocoonError, OSError):
+            asyncio.run(call_agent(state, lambda agent: agent.signal_process(
+                state.id, exec_id, signal.SIGKILL)))

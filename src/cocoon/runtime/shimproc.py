@@ -1,7 +1,7 @@
 """The per-process shim's own program: the host pid an engine waits on for one guest process.
 
     python -I -m cocoon.runtime.shimproc --socket MONITOR_SHIM_SOCKET --container ID
-        [--exec EXEC_ID] [--terminal] [--netns PATH|new] [--log FILE]
+        [--exec EXEC_ID] [--terminal] [--netns PATH|new] [--log FILE] [--report-fd FD]
 
 `cocoon.runtime.shim.spawn` forks it off the CLI and execs this, so the shim holds only what
 its job needs (the standard library and ctypes: a few MiB, where a fork of the CLI kept the
@@ -9,7 +9,8 @@ CLI's 19 MiB of imports). It hides the host's processes behind a placeholder, jo
 container's network namespace, gives up every capability (bounding set included, no_new_privs
 set), hands its stdio to the sandbox monitor (which relays it to and
 from the guest process: `cocoon.runtime.shimwire`), forwards every signal it receives, and
-exits with the guest process's status.
+exits with the guest process's status. Once its attach is sent it says so on the report pipe
+(`--report-fd`) its spawner waits on: before that, nobody else knows of it.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ class Shim:
 
 
 class Args:
-    """`--socket S --container C [--exec E] [--terminal] [--netns N] [--log L]`."""
+    """`--socket S --container C [--exec E] [--terminal] [--netns N] [--log L]
+    [--report-fd FD]`."""
 
     def __init__(self, argv: list[str]) -> None:
         self.socket = self.container = ""
@@ -156,8 +158,9 @@ class Args:
         self.terminal = False
         self.netns: str | None = None
         self.log = os.devnull
+        self.report_fd = ""
         names = {"--socket": "socket", "--container": "container", "--exec": "exec_id",
-                 "--netns": "netns", "--log": "log"}
+                 "--netns": "netns", "--log": "log", "--report-fd": "report_fd"}
         rest = list(argv)
         while rest:
             flag = rest.pop(0)
@@ -169,7 +172,22 @@ class Args:
                 raise SystemExit(f"cocoon-shim: unexpected argument {flag!r}")
         if not self.socket or not self.container:
             raise SystemExit("usage: python -m cocoon.runtime.shimproc --socket S "
-                             "--container C [--exec E] [--terminal] [--netns N] [--log L]")
+                             "--container C [--exec E] [--terminal] [--netns N] [--log L] "
+                             "[--report-fd FD]")
+
+
+def report_attached(fd_text: str) -> None:
+    """Tell the spawner the attach is sent: the monitor answers for the process from now on."""
+    if not fd_text:
+        return
+    fd = int(fd_text)
+    try:
+        os.write(fd, shimwire.ATTACHED)
+    except OSError as err:
+        log("WARNING", f"shim: cannot report the attach: {err}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def run(args: Args) -> int:
@@ -191,6 +209,7 @@ def run(args: Args) -> int:
         shimwire.send_with_fds(sock, {"attach": {
             "container_id": args.container, "exec_id": args.exec_id,
             "terminal": args.terminal}}, fds)
+        report_attached(args.report_fd)
         return shim.wait()
     except OSError as err:
         log("ERROR", f"shim {args.container}/{args.exec_id or 'init'}: {err}")

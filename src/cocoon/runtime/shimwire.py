@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 MAX_LINE = 4096
 MAX_FDS = 3
 LOST_STATUS = 137
+ATTACHED = b"attached\n"  # on the shim's report pipe, once its attach is sent
 
 
 def encode(message: dict[str, Any]) -> bytes:
