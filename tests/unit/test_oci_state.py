@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cocoon.errors import ConfigError, ContainerExistsError, ContainerNotFoundError
+from cocoon.errors import (
+    ConfigError,
+    ContainerExistsError,
+    ContainerNotFoundError,
+    ContainerStateError,
+)
 from cocoon.oci.state import ContainerState, StateStore, Status, validate_id
 
 # every operation, and the statuses in which it is allowed (runc's rules)
@@ -44,12 +49,12 @@ def _state(cid: str = "c1", **kw: object) -> ContainerState:
 def test_store_round_trip_and_oci_state(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     state = _state(created="2026-01-01T00:00:00Z", annotations={"a": "b"})
-    store.create(state)
-    loaded = store.load("c1")
-    assert loaded == state
-    oci = loaded.oci_state()
-    assert oci["id"] == "c1" and oci["bundle"] == "/b" and oci["annotations"] == {"a": "b"}
-    assert oci["status"] == "creating" and oci["ociVersion"].startswith("1.")
+    with store.creating(state):
+        loaded = store.load("c1")
+        assert loaded == state
+        oci = loaded.oci_state()
+        assert oci["id"] == "c1" and oci["bundle"] == "/b" and oci["annotations"] == {"a": "b"}
+        assert oci["status"] == "creating" and oci["ociVersion"].startswith("1.")
     assert store.list() == ["c1"]
 
 
@@ -135,3 +140,73 @@ def test_lock_serialises_holders(tmp_path: Path) -> None:
         order.append("first")
     thread.join()
     assert order == ["first", "second"]
+
+
+def test_a_lock_waiter_whose_directory_went_is_told_it_is_gone(tmp_path: Path) -> None:
+    """The id lock race: a waiter holds the lock of a directory a `delete` removed (and a new
+    `create` of the same id made again) meanwhile; it must not go on as if it held the id."""
+    store = StateStore(tmp_path)
+    store.create(_state())
+    outcome: list[str] = []
+
+    def waiter() -> None:
+        try:
+            with store.lock("c1"):
+                outcome.append("went on")
+        except ContainerNotFoundError as err:
+            outcome.append(str(err))
+
+    with store.lock("c1"):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)  # the waiter has opened the old lock file and waits on it
+        store.remove("c1")
+        store.create(_state())  # the id again, by another create
+    thread.join()
+    assert outcome == ["container c1 does not exist (it was removed meanwhile)"]
+    with store.lock("c1"):  # the new directory's lock is a lock as any other
+        pass
+
+
+def test_a_create_holds_the_id_from_its_first_state(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    order: list[str] = []
+
+    def other() -> None:
+        with store.lock("c1"):
+            order.append("other")
+
+    with store.creating(_state()):
+        assert store.load("c1").status is Status.CREATING  # its create is running
+        thread = threading.Thread(target=other)
+        thread.start()
+        time.sleep(0.2)
+        order.append("create")
+    thread.join()
+    assert order == ["create", "other"]
+
+
+def test_a_create_that_died_is_stopped_not_creating(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.create(_state())  # its lock let go, as a killed create's is
+    assert store.load("c1").status is Status.STOPPED
+    assert store.load("c1").oci_state()["status"] == "stopped"
+    assert store.load("c1").status.can_delete()
+
+
+def test_a_half_made_id_removed_before_its_create_locks_it(tmp_path: Path) -> None:
+    """`delete --force` of a half-made id (directory, no state) in the moment between the
+    create's mkdir and its lock: the create is told in one line, and nothing is left."""
+    store = StateStore(tmp_path)
+    original = StateStore.lock
+
+    def removed_first(self: StateStore, container_id: str):  # type: ignore[no-untyped-def]
+        store.remove(container_id)  # what the delete did in that moment
+        return original(self, container_id)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StateStore, "lock", removed_first)
+        with pytest.raises(ContainerStateError, match="c1 was removed while it was being "
+                                                      "created"), store.creating(_state()):
+            pass
+    assert not (tmp_path / "c1").exists()

@@ -232,6 +232,77 @@ def test_a_shim_killed_before_it_attaches_leaves_no_process(verb: str, cli: Cli,
     ids.remove("early")
 
 
+# --- 5: the id lock: concurrent and killed creates -------------------------------------------
+
+
+def start_cli(cli: Cli, *args: str) -> tuple[subprocess.Popen[str], Any]:
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by ended())
+    return subprocess.Popen([COCOON, "--root", str(cli.root), *args], stdout=err, stderr=err,
+                            stdin=subprocess.DEVNULL, text=True), err
+
+
+def ended(running: tuple[subprocess.Popen[str], Any], timeout: float = 120) -> tuple[int, str]:
+    proc, err = running
+    code = proc.wait(timeout=timeout)
+    err.seek(0)
+    text = str(err.read())
+    err.close()
+    assert "Traceback" not in text and text.count("\n") <= 1, text
+    return code, text
+
+
+def wait_for(what: str, condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.005)
+
+
+def test_a_create_killed_in_the_middle_leaves_an_id_the_next_command_handles(
+        cli: Cli, tmp_path: Path, ids: list[str]) -> None:
+    """Two creates of one id at once: one is refused in one line; the other, killed while its
+    VM boots, leaves a container that `state` says is stopped (not `creating` for ever), that
+    `create` refuses, and that `delete --force` removes with its VM; the id is free again."""
+    ids.append("race")
+    bundle = make_bundle(tmp_path / "b", ["sleep", "1000"])
+    first = start_cli(cli, "create", "--bundle", str(bundle), "race")
+    wait_for("state", lambda: (cli.root / "race" / "state.json").exists())
+    code, message = ended(start_cli(cli, "create", "--bundle", str(bundle), "race"))
+    assert code != 0 and "container race already exists" in message, message
+    vm = Path(json.loads((cli.root / "race" / "state.json").read_text())["vm_dir"])
+    wait_for("monitor", lambda: (vm / "monitor.pid").exists())
+    first[0].kill()
+    code, _ = ended(first)
+    assert code == -signal.SIGKILL
+    assert state(cli, "race")["status"] == "stopped"
+    code, message = ended(start_cli(cli, "create", "--bundle", str(bundle), "race"))
+    assert code != 0 and "container race already exists" in message, message
+    cli.ok("delete", "--force", "race")
+    assert "does not exist" in cli("state", "race").stderr
+    assert not vm.exists()
+    cli.ok("create", "--bundle", str(bundle), "race")
+    assert state(cli, "race")["status"] == "created"
+    cli.ok("delete", "--force", "race")
+    ids.remove("race")
+
+
+def test_a_delete_during_a_create_waits_for_it_and_leaves_nothing(
+        cli: Cli, tmp_path: Path, ids: list[str]) -> None:
+    ids.append("race2")
+    bundle = make_bundle(tmp_path / "b", ["sleep", "1000"])
+    creating = start_cli(cli, "create", "--bundle", str(bundle), "race2")
+    wait_for("id", lambda: (cli.root / "race2").exists(), timeout=60)
+    deleting = start_cli(cli, "delete", "--force", "race2")
+    created, message = ended(creating)
+    deleted, said = ended(deleting)
+    # the delete waited for the create (whichever way it went) and then removed the container
+    assert created == 0 or message, message
+    assert deleted == 0 or "does not exist" in said, said
+    assert not (cli.root / "race2").exists()
+    assert "does not exist" in cli("state", "race2").stderr
+    ids.remove("race2")
+
+
 # --- 6: the agent (the guest's PID 1) outlives every signal a container sends it -------------
 
 

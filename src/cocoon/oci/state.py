@@ -202,10 +202,15 @@ class StateStore:
 
     @contextlib.contextmanager
     def lock(self, container_id: str) -> Iterator[None]:
-        """Hold the container's lock (a flock on a file in its directory)."""
-        directory = self.dir(container_id)
+        """Hold the container's lock (a flock on a file in its directory).
+
+        The lock is proven to be the directory's once held: a waiter whose directory was
+        removed meanwhile (a `delete`, or a `create` that failed and gave the id back) holds
+        a lock on a file nobody else will ever see, perhaps beside a new directory of the
+        same id, and is told the container does not exist instead of going on."""
+        path = self.dir(container_id) / LOCK_FILE
         try:
-            fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
             raise ContainerNotFoundError(f"container {container_id} does not exist",
                                          id=container_id) from None
@@ -213,13 +218,31 @@ class StateStore:
             raise self._write_error(container_id, "lock file", err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is None or (current.st_dev, current.st_ino) != (held.st_dev,
+                                                                        held.st_ino):
+                raise ContainerNotFoundError(f"container {container_id} does not exist (it "
+                                             "was removed meanwhile)", id=container_id)
             yield
         finally:
             os.close(fd)
 
     def create(self, state: ContainerState) -> None:
-        """Claim the id (atomically: mkdir) and write the first state (and the reserve); if
-        they cannot be written, the id is given back."""
+        """Claim the id and write its first state (see `creating`)."""
+        with self.creating(state):
+            pass
+
+    @contextlib.contextmanager
+    def creating(self, state: ContainerState) -> Iterator[None]:
+        """Claim the id (atomically: mkdir), take its lock, and write the first state (and the
+        reserve) under it; hold the lock while the block runs. If they cannot be written, the
+        id is given back. Another command on the id waits for the block, so it never sees a
+        create half way; one that finds the directory without a state found a create that
+        died before its first state was written (half made)."""
         directory = self.dir(state.id)
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -231,14 +254,47 @@ class StateStore:
                                        id=state.id) from None
         except OSError as err:
             raise self._write_error(state.id, "directory", err) from err
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.lock(state.id))
+            except ContainerNotFoundError:
+                # removed between the mkdir and the lock (a `delete --force` of a half-made id)
+                raise ContainerStateError(f"container {state.id} was removed while it was "
+                                          "being created", id=state.id) from None
+            try:
+                self.save(state)
+                self._write(state.id, RESERVE_FILE, bytes(RESERVE_BYTES), rename=True)
+            except BaseException:
+                self.remove(state.id)
+                raise
+            yield
+
+    def create_running(self, container_id: str) -> bool:
+        """Whether a command holds the id's lock (a `create` holds it from its first state to
+        its last): a state still `creating` that nobody holds is a create that died."""
         try:
-            self.save(state)
-            self._write(state.id, RESERVE_FILE, bytes(RESERVE_BYTES), rename=True)
-        except BaseException:
-            self.remove(state.id)
-            raise
+            fd = os.open(self.dir(container_id) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return False
 
     def load(self, container_id: str) -> ContainerState:
+        """The container's state; one whose create died part way (killed) is `stopped`:
+        nothing of it runs for anyone, and `delete` removes what is left."""
+        state = self._load(container_id)
+        if state.status is Status.CREATING and not self.create_running(container_id):
+            state.status = Status.STOPPED
+        return state
+
+    def _load(self, container_id: str) -> ContainerState:
         path = self.dir(container_id) / STATE_FILE
         try:
             data = json.loads(path.read_text())

@@ -117,13 +117,13 @@ def create(store: StateStore, container_id: str, options: CreateOptions,
         id=container_id, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
         created=now_rfc3339(), annotations=dict(spec.annotations),
         vm_dir=str(vm_dir_for(str(store.root), container_id)))
-    store.create(state)
-    with contextlib.ExitStack() as undo:
+    # the id's lock is held from its first state on: a `delete --force` or `state` of the id
+    # meanwhile waits for the create to end, whichever way it ends
+    with store.creating(state), contextlib.ExitStack() as undo:
         undo.callback(store.remove, container_id)
         store.save_config(container_id, spec.to_dict())  # what later verbs read, not the bundle
-        with store.lock(container_id):
-            _create_locked(store, state, bundle, options, undo, debug)
-            undo.pop_all()
+        _create_locked(store, state, bundle, options, undo, debug)
+        undo.pop_all()
     return state
 
 
@@ -152,7 +152,12 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
                                netns=netns_of(spec), host_network=guestspec.on_host_network(spec),
                                debug=debug, cgroup_procs=cgroup.procs_files,
                                extra={"labels": metric_labels.from_annotations(spec.annotations)})
-        handle = start_sandbox(config)
+
+        def record_vm_dir(path: Path) -> None:
+            state.vm_dir = str(path)
+            store.save(state)
+
+        handle = start_sandbox(config, on_vm_dir=record_vm_dir)
         # a sandbox from the warm pool lives in the pool member's directory
         if handle.layout.root != layout.root:
             hostcgroups.adopt_sandbox(cgroup, handle.layout)

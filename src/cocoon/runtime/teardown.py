@@ -33,8 +33,12 @@ def delete(store: StateStore, container_id: str, force: bool = False,
     """Remove the container and its VM. `exited`: its processes are known to have ended
     (a foreground `run` relayed the exit), so nothing is signalled first."""
     if force and store.half_made(validate_id(container_id)):
-        _remove_half_made(store, container_id)
-        return
+        # under the id's lock: a create that is still running holds it, and is no half-made
+        # id once it lets go (its state written, or the id given back)
+        with store.lock(container_id):
+            if store.half_made(container_id):
+                _remove_half_made(store, container_id)
+                return
     state = store.load(container_id)
     with store.lock(state.id):
         state = store.load(state.id)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,19 +109,25 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
     return message
 
 
-def start_sandbox(config: SandboxConfig, timeout: float | None = None) -> SandboxHandle:
+def start_sandbox(config: SandboxConfig, timeout: float | None = None,
+                  on_vm_dir: Callable[[Path], None] | None = None) -> SandboxHandle:
     """Boot a sandbox and wait until its agent answers (blocking).
 
     However the wait ends short of a ready sandbox (a failure, the timeout, or the caller being
-    interrupted by a signal), nothing of the sandbox is left running or mounted.
+    interrupted by a signal), nothing of the sandbox is left running or mounted. `on_vm_dir`
+    is told the sandbox's directory before anything starts in it when that is not
+    `config.vm_dir` (a pooled clone's), so that a caller killed meanwhile leaves a record of
+    where its sandbox is.
     """
     from cocoon.sandbox import pool
 
     if pool.size() > 0:
-        pooled = pool.start_from_pool(config)
+        pooled = pool.start_from_pool(config, on_vm_dir)
         if pooled is not None:
             claimed, info = pooled
             return SandboxHandle(claimed, int(info.get("monitor_pid") or 0), info)
+        if on_vm_dir is not None:
+            on_vm_dir(config.layout.root)  # a member was perhaps tried: back to our own
     handle = _start_monitor(config, timeout)
     if pool.size() > 0:
         pool.refill_for(config)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -152,16 +153,25 @@ def take(template: str) -> Path | None:
     return None
 
 
-async def claim(config: SandboxConfig, template: str
+async def claim(config: SandboxConfig, template: str,
+                on_vm_dir: Callable[[Path], None] | None = None
                 ) -> tuple[SandboxConfig, dict[str, Any]] | None:
     """A pooled clone of `template` made into the sandbox `config` asks for (its VM directory
     becomes the member's); None when the pool has none. A member that fails is stopped and the
-    next one tried."""
+    next one tried. `on_vm_dir` hears of a member's directory once it is taken, before it is
+    asked to become the sandbox (the caller records it: killed during the claim, it leaves the
+    sandbox where its `delete` finds it)."""
     from cocoon.sandbox.launcher import stop_sandbox_async
 
     while (path := take(template)) is not None:
         layout = Layout(path)
         claimed = replace(config, vm_dir=str(path))
+        try:
+            if on_vm_dir is not None:
+                on_vm_dir(path)
+        except BaseException:
+            await stop_sandbox_async(layout, grace=0)  # taken, and no one's
+            raise
         try:
             client = await SandboxClient.connect(layout.monitor_socket, timeout=5.0)
             try:
@@ -292,14 +302,15 @@ def _template_for(config: SandboxConfig) -> tuple[str, int] | None:
     return template.name, data_mib + MEMBER_OVERHEAD_MIB
 
 
-def start_from_pool(config: SandboxConfig) -> tuple[SandboxConfig, dict[str, Any]] | None:
+def start_from_pool(config: SandboxConfig, on_vm_dir: Callable[[Path], None] | None = None
+                    ) -> tuple[SandboxConfig, dict[str, Any]] | None:
     """`config`'s sandbox from a pooled clone, with the pool refilled behind it; None when the
     pool has none for it (the caller starts one the usual way)."""
     found = _template_for(config)
     if found is None:
         return None
     template, cost = found
-    claimed = asyncio.run(claim(config, template))
+    claimed = asyncio.run(claim(config, template, on_vm_dir))
     refill(template, config, cost)
     return claimed
 
