@@ -9,6 +9,9 @@ nothing is left: no clone, monitor or directory, in the pool or out of it.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,12 +20,15 @@ import pytest
 from cocoon.sandbox import pool
 from cocoon.sandbox.launcher import sandbox_processes
 from cocoon.template import store
-from tests.framework.cli import Cli
+from tests.framework.cli import COCOON, Cli
 from tests.vm.container_kit import make_bundle, without_namespace
 
 pytestmark = pytest.mark.vm
 
-FILL_TIMEOUT = 180.0
+# a bound on a hang, not a guess at how long filling takes: each member that starts ends by
+# its own deadlines (the template build's, the clone's), and the wait gives up at once when
+# no member is starting any more
+HANG_BOUND = 1200.0
 
 
 @pytest.fixture
@@ -35,13 +41,25 @@ def cli(vm_root: Path, state_root: Path, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def ready_members(count: int) -> list[Path]:
-    deadline = time.monotonic() + FILL_TIMEOUT
+    """The pool's ready members once there are `count`; fails as soon as the pool cannot get
+    there (fewer ready and none starting: nothing would change any more)."""
+    deadline = time.monotonic() + HANG_BOUND
+    idle_since: float | None = None
     while time.monotonic() < deadline:
-        ready = [m.path for m in pool.members() if m.ready]
+        current = pool.members()
+        ready = [m.path for m in current if m.ready]
         if len(ready) >= count:
             return ready
+        if any(not m.ready for m in current):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > 2.0:  # seen twice over: not a member's handover
+            raise AssertionError(f"the pool did not fill to {count} and nothing is starting: "
+                                 f"{current}")
         time.sleep(0.2)
-    raise AssertionError(f"the pool did not fill to {count}: {pool.members()}")
+    raise AssertionError(f"the pool did not fill to {count} in {HANG_BOUND:.0f} s: "
+                         f"{pool.members()}")
 
 
 def test_a_container_takes_a_pooled_clone_and_the_pool_refills(cli: Cli, tmp_path: Path) -> None:
@@ -97,5 +115,45 @@ def test_a_pooled_clone_serves_the_host_network(cli: Cli, tmp_path: Path) -> Non
     assert len([m for m in members if not m.exists()]) == 1, "no pooled clone was taken"
     assert sorted(out.split()[:2]) == ["eth0", "lo"], out
     assert "default via 10.0.2.2" in out, out
+    cli.ok("template", "rm")
+    assert pool.members() == []
+
+
+def kill_the_template_build(vm_root: Path) -> bool:
+    """SIGKILL the QEMU of a template build as soon as one runs under `vm_root`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for directory in (d for d in vm_root.iterdir() if d.is_dir()):
+            for pid in sandbox_processes(directory, shims=False):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"qemu-system" in argv.split(b"\0")[0] and b"cocoon-template-" in argv:
+                    os.kill(pid, signal.SIGKILL)
+                    return True
+        time.sleep(0.005)
+    return False
+
+
+def test_the_pool_fills_after_a_template_build_that_failed(cli: Cli, tmp_path: Path,
+                                                          vm_root: Path) -> None:
+    """The first container's template build fails (its QEMU killed; on a slow host, its boot
+    deadline passed): the container boots cold, and the pool is still filled, by members that
+    build the template themselves, instead of staying empty ("the pool did not fill to 2: []")."""
+    bundle = make_bundle(tmp_path / "bundle", ["true"])
+    first = subprocess.Popen([COCOON, "--root", str(cli.root), "run", "--bundle", str(bundle),
+                              "first"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        assert kill_the_template_build(vm_root), "no template build was seen"
+    finally:
+        assert first.wait(timeout=240) == 0  # booted cold
+    members = ready_members(2)
+    templates = [t for _, t in store.listing(Path(os.environ[store.ENV_DIR]))]
+    assert len(templates) == 1 and isinstance(templates[0], store.Template), templates
+    assert {pool.members()[0].template} == {templates[0].name}
+    cli.ok("run", "--bundle", str(bundle), "second")
+    assert len([m for m in members if not m.exists()]) == 1, "no pooled clone was taken"
     cli.ok("template", "rm")
     assert pool.members() == []

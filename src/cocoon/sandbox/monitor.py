@@ -106,6 +106,10 @@ class Monitor:
         self.kernel = boot.kernel
         template = await vmstart.obtain_template(self.config, boot, self.layout.qemu_dir,
                                                  default_memory_mib=sizing.default_memory_mib())
+        if self.pool_template == pool.PENDING and template is not None:
+            # a pending member: whatever template sandboxes use now is the one it waits for
+            self.pool_template = template.name
+            pool.set_template(self.layout, template.name, pool.cost_of(template.meta))
         if self.pool_template is not None and (template is None
                                                or template.name != self.pool_template):
             raise SandboxError(f"pool member for template {self.pool_template}: that is not "
@@ -491,11 +495,13 @@ class Monitor:
         """Once the sandbox runs (or waits in the pool), virtiofsd's end is the sandbox's: the
         containers' roots and volumes are on the share, and a guest without it hangs on the
         next file it opens. The VM is stopped, so the shims report the exit and `state` says
-        stopped. (While it boots, the boot notices, and a failed clone's is replaced: this
-        one is then no longer the sandbox's.)"""
+        stopped. (While a sandbox boots, the boot notices, and a failed clone's is replaced:
+        this one is then no longer the sandbox's. A pool member's boot has no such way out,
+        and would wait on the share until its call's deadline: it is stopped at once.)"""
         with contextlib.suppress(OSError):
             await daemon.wait()
-        while self.state == "booting" and not self._stop.is_set():
+        while self.state == "booting" and self.pool_template is None \
+                and not self._stop.is_set():
             await asyncio.sleep(0.1)
         if self._stop.is_set() or daemon is not self.virtiofsd:
             return

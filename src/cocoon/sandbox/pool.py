@@ -11,6 +11,14 @@ that took a member starts new ones in the background, up to `COCOON_POOL_SIZE` p
 within `COCOON_POOL_MEMORY_MIB` for the whole pool, and never while the host has less than
 `MIN_AVAILABLE_MIB` available.
 
+When there is no template to clone yet (the first sandbox's build failed, say on a slow host,
+and it booted cold), the refill starts members "pending" (`--pool *`): each obtains the template
+as any sandbox does (building it under its lock, or waiting for the build that holds the lock)
+and then becomes a member of it, so the pool fills once the template exists instead of staying
+empty until some later sandbox happens to find one. A member whose monitor died (killed, or
+crashed) is reaped by the next refill or `stop`: its QEMU and virtiofsd killed, its directory
+and index entry removed.
+
 The pool is off unless `COCOON_POOL_SIZE` is set. The OCI CLI and the containerd shim both get
 their sandboxes through `launcher.start_sandbox`, which asks the pool first. `cocoon template
 rm` stops the members with the templates.
@@ -24,6 +32,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,10 +51,13 @@ MIN_AVAILABLE_MIB = 1024
 MEMBER_OVERHEAD_MIB = 64  # QEMU's own and the monitor's, beside the copy of the template RAM
 INDEX = ".pool"
 MARKER = "pool.json"
+PENDING = "*"  # a member still obtaining its template (its marker names it once it knows)
+SPAWN_GRACE = 30.0  # seconds a member's directory may be without a monitor while it is spawned
 CLAIM_TIMEOUT = 30.0
 # Members start and wait at a low CPU priority, so that filling the pool does not slow the
 # containers that run meanwhile; a claimed member takes the normal priority back.
 MEMBER_NICE = 10
+BUILD_BOOT_TIMEOUT = 300.0  # a pending member's template build, in the background at nice 10
 
 
 def renice(pids: list[int], value: int = 0) -> None:
@@ -85,19 +97,17 @@ class Member:
         return Layout(self.path)
 
 
-def _pid_alive(path: Path) -> bool:
-    try:
-        pid = int(Layout(path).pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
+def _monitor_alive(path: Path) -> bool:
+    """The member's monitor is alive (its pid still a process naming its directory)."""
+    from cocoon.sandbox.launcher import monitor_pid
+
+    return monitor_pid(Layout(path)) is not None
 
 
-def members(template: str | None = None) -> list[Member]:
-    """The pool's members (of `template`, or all) whose monitor is alive, ready or starting."""
+def _marked() -> list[tuple[Path, str, int]]:
+    """Every directory marked as a member: (path, template, cost in MiB)."""
     root = vm_root()
-    found: list[Member] = []
+    found: list[tuple[Path, str, int]] = []
     if not root.is_dir():
         return found
     for path in root.iterdir():
@@ -106,15 +116,56 @@ def members(template: str | None = None) -> list[Member]:
             continue
         try:
             data = json.loads(marker.read_text())
-            name, cost = str(data["template"]), int(data.get("cost_mib", 0))
+            found.append((path, str(data["template"]), int(data.get("cost_mib", 0))))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if template is not None and name != template:
-            continue
-        if not _pid_alive(path):
-            continue
-        found.append(Member(path, name, cost, (index_dir(name) / path.name).exists()))
     return found
+
+
+def members(template: str | None = None) -> list[Member]:
+    """The pool's members (of `template`, or all) whose monitor is alive, ready or starting
+    (a pending member's template is `PENDING`)."""
+    return [Member(path, name, cost, (index_dir(name) / path.name).exists())
+            for path, name, cost in _marked()
+            if (template is None or name == template) and _monitor_alive(path)]
+
+
+def reap() -> list[str]:
+    """Members whose monitor died (SIGKILLed while it started or waited): what still runs for
+    them (QEMU, virtiofsd) is killed, their directory and index entry removed. A directory
+    whose monitor is still being spawned (no pid file yet, marked moments ago) is left."""
+    from cocoon.sandbox.launcher import sweep
+
+    reaped = []
+    for path, name, _ in _marked():
+        layout = Layout(path)
+        if _monitor_alive(path):
+            continue
+        if not layout.pidfile.exists():
+            try:
+                age = time.time() - (path / MARKER).stat().st_mtime
+            except OSError:
+                continue
+            if age < SPAWN_GRACE:
+                continue
+        logger.warning("pool: member %s of template %s died; removing what is left of it",
+                       path.name, name)
+        unmark(layout, name)
+        sweep(path)
+        reaped.append(path.name)
+    return reaped
+
+
+def set_template(layout: Layout, template: str, cost_mib: int) -> None:
+    """A pending member names the template it obtained (its marker rewritten whole)."""
+    tmp = layout.root / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps({"template": template, "cost_mib": cost_mib}))
+    os.replace(tmp, layout.root / MARKER)
+
+
+def cost_of(meta: dict[str, Any]) -> int:
+    """What a member of the template with `meta` holds: its RAM data plus its own."""
+    return (int(meta.get("ram_allocated_bytes", 0)) >> 20) + MEMBER_OVERHEAD_MIB
 
 
 def is_member(path: Path) -> bool:
@@ -207,8 +258,10 @@ def refill(template: str, shape: SandboxConfig, cost_mib: int,
     want = size(environ)
     if want <= 0:
         return 0
+    reap()
     current = members()
-    mine = [m for m in current if m.template == template]
+    # a pending member becomes one of whatever template sandboxes use then: this one's
+    mine = [m for m in current if m.template in (template, PENDING)]
     held = sum(m.cost_mib for m in current)
     bound = memory_bound_mib(environ)
     started = 0
@@ -230,6 +283,8 @@ def refill(template: str, shape: SandboxConfig, cost_mib: int,
         config = replace(shape, sandbox_id=f"pool-{name}", vm_dir=str(path), hostname="",
                          netns=None, host_network=False, share=True,
                          cgroup_procs=())
+        if template == PENDING:  # it may build the template: no one waits for it
+            config = replace(config, boot_timeout=max(config.boot_timeout, BUILD_BOOT_TIMEOUT))
         try:
             spawn_monitor(config, pool=template, nice=MEMBER_NICE)
         except OSError as err:
@@ -244,9 +299,12 @@ async def stop(template_names: set[str] | None = None) -> list[str]:
     """Stop the members (of the named templates, or all); returns their directory names."""
     from cocoon.sandbox.launcher import stop_sandbox_async
 
+    reap()
     stopped = []
     for member in members():
-        if template_names is not None and member.template not in template_names:
+        # a pending member is stopped with any template: it may be building the one removed
+        if template_names is not None and member.template not in template_names \
+                and member.template != PENDING:
             continue
         unmark(member.layout, member.template)
         await stop_sandbox_async(member.layout, grace=0)
@@ -276,7 +334,8 @@ def stop_sync(template_names: set[str] | None = None) -> list[str]:
 
 def _template_for(config: SandboxConfig) -> tuple[str, int] | None:
     """The name of the template `config`'s sandbox would be cloned from, and what a member of
-    it costs; None when it would not start from a template (or there is none yet)."""
+    it costs; None when it would not start from a template (or there is none yet: the name
+    is then `PENDING` when a sandbox would build it, with what a member may cost at most)."""
     from cocoon.hypervisor import accel
     from cocoon.runtime import sizing
     from cocoon.sandbox import vmstart
@@ -295,11 +354,10 @@ def _template_for(config: SandboxConfig) -> tuple[str, int] | None:
     try:
         template = store.find(boot.cache, spec)
     except CocoonError:
-        return None
+        template = None  # damaged: the next sandbox (or a pending member) builds it anew
     if template is None:
-        return None
-    data_mib = int(template.meta.get("ram_allocated_bytes", 0)) >> 20
-    return template.name, data_mib + MEMBER_OVERHEAD_MIB
+        return (PENDING, config.memory_mib + MEMBER_OVERHEAD_MIB) if choice.build else None
+    return template.name, cost_of(template.meta)
 
 
 def start_from_pool(config: SandboxConfig, on_vm_dir: Callable[[Path], None] | None = None
@@ -307,7 +365,7 @@ def start_from_pool(config: SandboxConfig, on_vm_dir: Callable[[Path], None] | N
     """`config`'s sandbox from a pooled clone, with the pool refilled behind it; None when the
     pool has none for it (the caller starts one the usual way)."""
     found = _template_for(config)
-    if found is None:
+    if found is None or found[0] == PENDING:
         return None
     template, cost = found
     claimed = asyncio.run(claim(config, template, on_vm_dir))
@@ -316,7 +374,8 @@ def start_from_pool(config: SandboxConfig, on_vm_dir: Callable[[Path], None] | N
 
 
 def refill_for(config: SandboxConfig) -> None:
-    """After a sandbox started without the pool: fill the pool for the next ones."""
+    """After a sandbox started without the pool: fill the pool for the next ones (with
+    pending members when the template is missing: it failed to build, or is being built)."""
     try:
         found = _template_for(config)
     except CocoonError as err:
