@@ -24,27 +24,41 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cocoon.sandbox import launcher, pool
 from cocoon.sandbox.launcher import sandbox_processes
+from cocoon.sandbox.layout import Layout
 from cocoon.sandbox.share import detach_all
+from cocoon.template import store
 from tests.framework.cli import COCOON, Cli
+from tests.framework.leaks import LeakCheck
 from tests.vm.container_kit import make_bundle
 
 pytestmark = pytest.mark.vm
 
 COMPONENTS = ("qemu", "virtiofsd", "monitor", "shim", "agent")
-POINTS = ("create", "created", "running", "exec", "delete")
+LIFE = ("create", "created", "running", "exec", "delete")
+# a template being built (by the first sandbox that needs it), a pool member starting, and a
+# pool member being claimed by a create
+STARTS = ("template build", "pool start", "pool claim")
+POINTS = LIFE + STARTS
 # a cell that cannot be made, and why (shown in the table)
 NOT_APPLICABLE = {
     ("agent", "create"): "the agent serves no container yet: a guest dying during create is "
                          "the QEMU cell",
+    ("virtiofsd", "template build"): "a template VM has no share",
+    **{("shim", p): "no container process exists yet" for p in STARTS},
+    **{("agent", p): "the agent serves no container yet (no exec can crash the guest): a "
+                     "guest dying then is the QEMU cell" for p in STARTS},
 }
 RESULTS: dict[tuple[str, str], str] = {cell: "n/a" for cell in NOT_APPLICABLE}
-CELLS = [(c, p) for c in COMPONENTS for p in POINTS if (c, p) not in NOT_APPLICABLE]
+CELLS = [(c, p) for c in COMPONENTS for p in LIFE if (c, p) not in NOT_APPLICABLE]
+START_CELLS = [(c, p) for c in COMPONENTS for p in STARTS if (c, p) not in NOT_APPLICABLE]
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 STATE_DEADLINE = 30.0
 SYSRQ_CRASH = {"terminal": False, "user": {"uid": 0, "gid": 0}, "cwd": "/",
@@ -155,6 +169,12 @@ def kill(component: str, cli: Cli, cid: str, vm_root: Path, wait: float = 60.0) 
     return False
 
 
+def nothing_left(leak_check: LeakCheck) -> None:
+    """The leak check, before the cell is called ok (the suite's runs again after the test)."""
+    report = leak_check.check()
+    assert not report, f"the cell left behind: {report}"
+
+
 def status(cli: Cli, cid: str) -> str:
     result = cli("state", cid)
     if result.returncode != 0:
@@ -176,7 +196,8 @@ def settles(cli: Cli, cid: str, allowed: tuple[str, ...]) -> str:
 
 @pytest.mark.parametrize(("component", "point"), CELLS, ids=[f"{c}-{p}" for c, p in CELLS])
 def test_a_part_killed_at_a_point_of_the_life(component: str, point: str, cli: Cli,
-                                              vm_root: Path, tmp_path: Path) -> None:
+                                              vm_root: Path, tmp_path: Path,
+                                              leak_check: LeakCheck) -> None:
     RESULTS[(component, point)] = "failed"
     cid = f"f-{component}-{point}"
     bundle = privileged_sleeper(tmp_path / "bundle")
@@ -221,6 +242,154 @@ def test_a_part_killed_at_a_point_of_the_life(component: str, point: str, cli: C
         assert status(cli, cid) == "gone"
     finally:
         cli("delete", "--force", cid)
+    nothing_left(leak_check)
+    RESULTS[(component, point)] = "ok"
+
+
+# --- a template being built, a pool member starting or being claimed ------------------------
+
+
+@pytest.fixture(scope="module")
+def pool_templates() -> Iterator[Path]:
+    """One template directory for the pool cells (its template built by the first of them)."""
+    directory = Path(tempfile.mkdtemp(prefix="ctpl-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def start_pid(component: str, directories: list[Path], template_build: bool) -> int | None:
+    """The pid of `component` of the first of `directories` that has one (of a template
+    build's VM only, with `template_build`; the monitor once its QEMU runs)."""
+    for directory in directories:
+        qemu = None
+        for pid in sandbox_processes(directory, shims=False):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            exe = os.path.basename(argv[0].decode(errors="replace"))
+            if exe.startswith("qemu-system") and (
+                    not template_build or any(b"cocoon-template-" in a for a in argv)):
+                qemu = pid
+            elif component == "virtiofsd" and exe == "virtiofsd":
+                return pid
+        if qemu is not None and component == "qemu":
+            return qemu
+        if qemu is not None and component == "monitor":
+            return launcher.monitor_pid(Layout(directory))
+    return None
+
+
+def kill_first(component: str, directories: Callable[[], list[Path]],
+               template_build: bool = False, wait: float = 120.0) -> Path | None:
+    """SIGKILL `component` of a sandbox directory as soon as it runs; the directory."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        found = directories()
+        for directory in found:
+            pid = start_pid(component, [directory], template_build)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                return directory
+        time.sleep(0.005)
+    return None
+
+
+def pool_dirs(vm_root: Path, ready: bool | None = None) -> list[Path]:
+    return [m.path for m in pool.members() if ready is None or m.ready == ready] + \
+        [d for d in vm_root.iterdir() if (d / pool.MARKER).exists()
+         and not launcher.monitor_pid(Layout(d))] if vm_root.is_dir() else []
+
+
+def works(cli: Cli, cid: str, bundle: Path) -> None:
+    """A container of the id can be created, started and reached, then is removed."""
+    cli.ok("create", "--bundle", str(bundle), cid)
+    cli.ok("start", cid)
+    assert cli.ok("exec", cid, "echo", "alive").strip() == "alive"
+    cli.ok("delete", "--force", cid)
+    assert status(cli, cid) == "gone"
+
+
+def create_outcome(cli: Cli, cid: str, code: int, component: str) -> None:
+    """After `create` ran while a part died: it worked (recovered) or the state is the truth;
+    either way `delete --force` removes the container."""
+    said = settles(cli, cid, ("created", "stopped", "gone"))
+    if code == 0 and said == "created":
+        cli.ok("start", cid)
+        assert cli.ok("exec", cid, "echo", "alive").strip() == "alive"
+    else:
+        said = settles(cli, cid, ("stopped", "gone"))
+        assert said in ("stopped", "gone"), f"state says {said} after {component} died"
+    result = cli("delete", "--force", cid)
+    assert result.returncode == 0 or "does not exist" in result.stderr, result.stderr
+    assert status(cli, cid) == "gone"
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("component", "point"), START_CELLS,
+                         ids=[f"{c}-{p.replace(' ', '-')}" for c, p in START_CELLS])
+def test_a_part_killed_while_a_template_or_pool_member_starts(
+        component: str, point: str, cli: Cli, vm_root: Path, tmp_path: Path,
+        pool_templates: Path, monkeypatch: pytest.MonkeyPatch, leak_check: LeakCheck) -> None:
+    RESULTS[(component, point)] = "failed"
+    monkeypatch.setenv("COCOON_TEMPLATES", "on")
+    bundle = make_bundle(tmp_path / "bundle", ["sleep", "1000"])
+    cid = f"s-{component}"
+    if point == "template build":
+        templates = tmp_path / "templates"  # none yet: the create builds it
+        monkeypatch.setenv(store.ENV_DIR, str(templates))
+        create = popen(cli, "create", "--bundle", str(bundle), cid)
+        assert kill_first(component, lambda: [d for d in vm_root.iterdir() if d.is_dir()],
+                          template_build=True), f"no template build's {component} was seen"
+        code, _ = finished(create, "create")
+        create_outcome(cli, cid, code, component)
+        # what the build left half made is never used: the next sandbox builds it whole
+        works(cli, "s-next", bundle)
+        listed = store.listing(templates)
+        assert [type(t) for _, t in listed] == [store.Template], listed
+        assert not [p.name for p in templates.iterdir() if p.name.startswith(store.TMP_PREFIX)]
+    else:
+        monkeypatch.setenv(store.ENV_DIR, str(pool_templates))
+        monkeypatch.setenv(pool.ENV_SIZE, "1")
+        warm = make_bundle(tmp_path / "warm", ["true"])
+        try:
+            if point == "pool start":
+                # the run fills the pool behind its own sandbox: the member is killed as it
+                # starts (the first cell's run builds the template first)
+                running = popen(cli, "run", "--bundle", str(warm), "warm")
+                member = kill_first(component, lambda: pool_dirs(vm_root, ready=False),
+                                    wait=300.0)
+                code, _ = finished(running, "run", timeout=300.0)
+                assert code == 0
+                assert member is not None, f"no pool member's {component} was seen"
+                # the member stops itself, or (its monitor killed) is reaped by the next refill
+                works(cli, cid, bundle)
+                dead = member
+                wait_until(f"the end of the dead member {dead.name}",
+                           lambda: not dead.exists(), timeout=15.0)
+            else:
+                cli.ok("run", "--bundle", str(warm), "warm", timeout=300)
+                wait_until("a ready member", lambda: any(m.ready for m in pool.members()))
+                ready = next(m for m in pool.members() if m.ready)
+                member, entry = ready.path, pool.index_dir(ready.template) / ready.path.name
+                create = popen(cli, "create", "--bundle", str(bundle), cid)
+                wait_until("the claim", lambda: not entry.exists(), timeout=120)
+                assert kill_first(component, lambda: [member], wait=5.0) or \
+                    not member.exists(), f"the claimed member's {component} was not seen"
+                code, _ = finished(create, "create")
+                create_outcome(cli, cid, code, component)
+                assert not member.exists(), f"the claimed member {member.name} is left"
+        finally:
+            cli("delete", "--force", cid)
+            pool.stop_sync()  # the members the runs started (the template stays for the next)
+        assert pool.members() == []
+    nothing_left(leak_check)
     RESULTS[(component, point)] = "ok"
 
 

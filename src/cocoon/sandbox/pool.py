@@ -148,8 +148,10 @@ def reap() -> list[str]:
                 continue
             if age < SPAWN_GRACE:
                 continue
-        logger.warning("pool: member %s of template %s died; removing what is left of it",
-                       path.name, name)
+        # info, not warning: this is housekeeping by whichever command refills, not news
+        # about that command (its stderr is one line)
+        logger.info("pool: member %s of template %s died; removing what is left of it",
+                    path.name, name)
         unmark(layout, name)
         sweep(path)
         reaped.append(path.name)
