@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cocoon.hypervisor.config import stdio_socket
+
 DEFAULT_VM_ROOT = Path("/run/cocoon-vm")
 
 
@@ -58,6 +60,13 @@ class Layout:
     @property
     def agent_socket(self) -> Path:
         return self.qemu_dir / "agent.sock"
+
+    def stdio_socket(self, index: int) -> Path:
+        """QEMU's socket of the VM's stdio port `index` (cocoon.sandbox.stdioport)."""
+        return stdio_socket(self.qemu_dir, index)
+
+    def stdio_sockets(self, count: int) -> tuple[Path, ...]:
+        return tuple(self.stdio_socket(k) for k in range(count))
 
     @property
     def virtiofs_socket(self) -> Path:
