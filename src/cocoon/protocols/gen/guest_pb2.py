@@ -24,41 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\"7\n\x15ListeningPortsRequest\x12\r\n\x05known\x18\x01 \x03(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\'\n\x16ListeningPortsResponse\x12\r\n\x05ports\x18\x01 \x03(\r\"\"\n\x12PortConnectRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\")\n\x13PortConnectResponse\x12\x12\n\nconnection\x18\x01 \x01(\x04\"4\n\x10PortWriteRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x11PortWriteResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"2\n\x0fPortReadRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0b\n\x03len\x18\x02 \x01(\r\" \n\x10PortReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x10PortCloseRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x12\n\nwrite_only\x18\x02 \x01(\x08\"\x13\n\x11PortCloseResponse\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\xe6\x03\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponse\x12O\n\x0eListeningPorts\x12\x1d.cocoon.ListeningPortsRequest\x1a\x1e.cocoon.ListeningPortsResponse\x12\x46\n\x0bPortConnect\x12\x1a.cocoon.PortConnectRequest\x1a\x1b.cocoon.PortConnectResponse\x12@\n\tPortWrite\x12\x18.cocoon.PortWriteRequest\x1a\x19.cocoon.PortWriteResponse\x12=\n\x08PortRead\x12\x17.cocoon.PortReadRequest\x1a\x18.cocoon.PortReadResponse\x12@\n\tPortClose\x12\x18.cocoon.PortCloseRequest\x1a\x19.cocoon.PortCloseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cocoon/protocols/gen/guest.proto\x12\x06\x63ocoon\"J\n\x11\x42indStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06stderr\x18\x03 \x01(\x08\"@\n\x12\x42indStreamResponse\x12\r\n\x05\x62ound\x18\x01 \x01(\x08\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\r\n\x05token\x18\x03 \x01(\x0c\"I\n\x10StreamEndRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06stderr\x18\x03 \x01(\x08\"\"\n\x11StreamEndResponse\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"7\n\x15ListeningPortsRequest\x12\r\n\x05known\x18\x01 \x03(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\'\n\x16ListeningPortsResponse\x12\r\n\x05ports\x18\x01 \x03(\r\"\"\n\x12PortConnectRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\")\n\x13PortConnectResponse\x12\x12\n\nconnection\x18\x01 \x01(\x04\"4\n\x10PortWriteRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x11PortWriteResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"2\n\x0fPortReadRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x0b\n\x03len\x18\x02 \x01(\r\" \n\x10PortReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x10PortCloseRequest\x12\x12\n\nconnection\x18\x01 \x01(\x04\x12\x12\n\nwrite_only\x18\x02 \x01(\x08\"\x13\n\x11PortCloseResponse\"\x1f\n\rWarmUpRequest\x12\x0e\n\x06rootfs\x18\x01 \x01(\t\"!\n\x0eWarmUpResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\",\n\x11TrimMemoryRequest\x12\x17\n\x0fkeep_free_bytes\x18\x01 \x01(\x04\"S\n\x12TrimMemoryResponse\x12\x16\n\x0emem_free_bytes\x18\x01 \x01(\x04\x12\x14\n\x0czeroed_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\xed\x04\n\nGuestAgent\x12\x43\n\nTrimMemory\x12\x19.cocoon.TrimMemoryRequest\x1a\x1a.cocoon.TrimMemoryResponse\x12\x37\n\x06WarmUp\x12\x15.cocoon.WarmUpRequest\x1a\x16.cocoon.WarmUpResponse\x12O\n\x0eListeningPorts\x12\x1d.cocoon.ListeningPortsRequest\x1a\x1e.cocoon.ListeningPortsResponse\x12\x46\n\x0bPortConnect\x12\x1a.cocoon.PortConnectRequest\x1a\x1b.cocoon.PortConnectResponse\x12@\n\tPortWrite\x12\x18.cocoon.PortWriteRequest\x1a\x19.cocoon.PortWriteResponse\x12=\n\x08PortRead\x12\x17.cocoon.PortReadRequest\x1a\x18.cocoon.PortReadResponse\x12@\n\tPortClose\x12\x18.cocoon.PortCloseRequest\x1a\x19.cocoon.PortCloseResponse\x12\x43\n\nBindStream\x12\x19.cocoon.BindStreamRequest\x1a\x1a.cocoon.BindStreamResponse\x12@\n\tStreamEnd\x12\x18.cocoon.StreamEndRequest\x1a\x19.cocoon.StreamEndResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cocoon.protocols.gen.guest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTENINGPORTSREQUEST']._serialized_start=44
-  _globals['_LISTENINGPORTSREQUEST']._serialized_end=99
-  _globals['_LISTENINGPORTSRESPONSE']._serialized_start=101
-  _globals['_LISTENINGPORTSRESPONSE']._serialized_end=140
-  _globals['_PORTCONNECTREQUEST']._serialized_start=142
-  _globals['_PORTCONNECTREQUEST']._serialized_end=176
-  _globals['_PORTCONNECTRESPONSE']._serialized_start=178
-  _globals['_PORTCONNECTRESPONSE']._serialized_end=219
-  _globals['_PORTWRITEREQUEST']._serialized_start=221
-  _globals['_PORTWRITEREQUEST']._serialized_end=273
-  _globals['_PORTWRITERESPONSE']._serialized_start=275
-  _globals['_PORTWRITERESPONSE']._serialized_end=307
-  _globals['_PORTREADREQUEST']._serialized_start=309
-  _globals['_PORTREADREQUEST']._serialized_end=359
-  _globals['_PORTREADRESPONSE']._serialized_start=361
-  _globals['_PORTREADRESPONSE']._serialized_end=393
-  _globals['_PORTCLOSEREQUEST']._serialized_start=395
-  _globals['_PORTCLOSEREQUEST']._serialized_end=453
-  _globals['_PORTCLOSERESPONSE']._serialized_start=455
-  _globals['_PORTCLOSERESPONSE']._serialized_end=474
-  _globals['_WARMUPREQUEST']._serialized_start=476
-  _globals['_WARMUPREQUEST']._serialized_end=507
-  _globals['_WARMUPRESPONSE']._serialized_start=509
-  _globals['_WARMUPRESPONSE']._serialized_end=542
-  _globals['_TRIMMEMORYREQUEST']._serialized_start=544
-  _globals['_TRIMMEMORYREQUEST']._serialized_end=588
-  _globals['_TRIMMEMORYRESPONSE']._serialized_start=590
-  _globals['_TRIMMEMORYRESPONSE']._serialized_end=673
-  _globals['_GUESTAGENT']._serialized_start=676
-  _globals['_GUESTAGENT']._serialized_end=1162
+  _globals['_BINDSTREAMREQUEST']._serialized_start=44
+  _globals['_BINDSTREAMREQUEST']._serialized_end=118
+  _globals['_BINDSTREAMRESPONSE']._serialized_start=120
+  _globals['_BINDSTREAMRESPONSE']._serialized_end=184
+  _globals['_STREAMENDREQUEST']._serialized_start=186
+  _globals['_STREAMENDREQUEST']._serialized_end=259
+  _globals['_STREAMENDRESPONSE']._serialized_start=261
+  _globals['_STREAMENDRESPONSE']._serialized_end=295
+  _globals['_LISTENINGPORTSREQUEST']._serialized_start=297
+  _globals['_LISTENINGPORTSREQUEST']._serialized_end=352
+  _globals['_LISTENINGPORTSRESPONSE']._serialized_start=354
+  _globals['_LISTENINGPORTSRESPONSE']._serialized_end=393
+  _globals['_PORTCONNECTREQUEST']._serialized_start=395
+  _globals['_PORTCONNECTREQUEST']._serialized_end=429
+  _globals['_PORTCONNECTRESPONSE']._serialized_start=431
+  _globals['_PORTCONNECTRESPONSE']._serialized_end=472
+  _globals['_PORTWRITEREQUEST']._serialized_start=474
+  _globals['_PORTWRITEREQUEST']._serialized_end=526
+  _globals['_PORTWRITERESPONSE']._serialized_start=528
+  _globals['_PORTWRITERESPONSE']._serialized_end=560
+  _globals['_PORTREADREQUEST']._serialized_start=562
+  _globals['_PORTREADREQUEST']._serialized_end=612
+  _globals['_PORTREADRESPONSE']._serialized_start=614
+  _globals['_PORTREADRESPONSE']._serialized_end=646
+  _globals['_PORTCLOSEREQUEST']._serialized_start=648
+  _globals['_PORTCLOSEREQUEST']._serialized_end=706
+  _globals['_PORTCLOSERESPONSE']._serialized_start=708
+  _globals['_PORTCLOSERESPONSE']._serialized_end=727
+  _globals['_WARMUPREQUEST']._serialized_start=729
+  _globals['_WARMUPREQUEST']._serialized_end=760
+  _globals['_WARMUPRESPONSE']._serialized_start=762
+  _globals['_WARMUPRESPONSE']._serialized_end=795
+  _globals['_TRIMMEMORYREQUEST']._serialized_start=797
+  _globals['_TRIMMEMORYREQUEST']._serialized_end=841
+  _globals['_TRIMMEMORYRESPONSE']._serialized_start=843
+  _globals['_TRIMMEMORYRESPONSE']._serialized_end=926
+  _globals['_GUESTAGENT']._serialized_start=929
+  _globals['_GUESTAGENT']._serialized_end=1550
 # @@protoc_insertion_point(module_scope)
