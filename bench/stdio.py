@@ -7,6 +7,8 @@ median of `--runs` (3) transfers, in MB/s (10^6 bytes), from the first byte on t
 file (start-up is not in it; the whole command's time is reported beside it).
 
 Baselines of the same run:
+- cocoon exec with COCOON_STDIO_PORTS=off: every byte through the agent's ReadStdout, as before
+  the stdio ports (runc ignores the variable);
 - in the guest: the same `dd` piped to `cat > /dev/null` inside the container (`cocoon exec`),
   timed inside with /proc/uptime (10 ms steps): what the producer achieves through a pipe to a
   reader in the guest, the issue's target (stdout at least 80% of it);
@@ -79,6 +81,10 @@ def measure(prefix: list[str], env: dict[str, str], bundle: Path, cid: str, mb: 
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, timeout=900)
     try:
         execs = [read_stdout([*prefix, "exec", cid, *dd], env, size) for _ in range(runs)]
+        # the same exec with every byte through ReadStdout, as before the stdio ports
+        agent_path = [read_stdout([*prefix, "exec", cid, *dd],
+                                  {**env, "COCOON_STDIO_PORTS": "off"}, size)
+                      for _ in range(runs)]
         inside = []
         for _ in range(runs):
             result = subprocess.run(
@@ -101,6 +107,7 @@ def measure(prefix: list[str], env: dict[str, str], bundle: Path, cid: str, mb: 
                                   f"{cid}-run{index}"], env, size))
     return {"exec_mb_per_s": median([r for r, _ in execs]),
             "exec_seconds": median([s for _, s in execs]),
+            "exec_readstdout_mb_per_s": median([r for r, _ in agent_path]),
             "run_mb_per_s": median([r for r, _ in runs_]),
             "run_seconds": median([s for _, s in runs_]),
             "pipe_in_container_mb_per_s": median(inside)}
@@ -129,7 +136,8 @@ def main() -> int:
     for name in ("cocoon", "runc"):
         r = report[name]
         print(f"{name}: {args.mb} MiB of dd stdout, median of {args.runs}: exec "
-              f"{r['exec_mb_per_s']} MB/s ({r['exec_seconds']} s in all), run "
+              f"{r['exec_mb_per_s']} MB/s ({r['exec_seconds']} s in all; "
+              f"{r['exec_readstdout_mb_per_s']} MB/s with COCOON_STDIO_PORTS=off), run "
               f"{r['run_mb_per_s']} MB/s ({r['run_seconds']} s in all); the same dd piped to "
               f"cat in the container: {r['pipe_in_container_mb_per_s']} MB/s")
     cocoon = report["cocoon"]

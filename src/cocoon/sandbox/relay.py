@@ -42,6 +42,9 @@ DRAIN_AFTER_EXIT = 5.0  # seconds to keep reading output after the process exite
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGURG,
                  signal.SIGKILL, signal.SIGSTOP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP}
 NO_CALL_TIMEOUT = None
+# COCOON_STDIO_PORTS=off: every stream through ReadStdout/ReadStderr (a baseline for benchmarks,
+# and a way around the ports should they misbehave)
+PORTS_ENV = "COCOON_STDIO_PORTS"
 
 
 @dataclass
@@ -110,7 +113,7 @@ class ProcessRelay:
         self.cid = container_id
         self.eid = exec_id
         self.stdio = stdio
-        self.stdio_sockets = stdio_sockets
+        self.stdio_sockets = None if os.environ.get(PORTS_ENV) == "off" else stdio_sockets
         self._loop = asyncio.get_event_loop()
         self._signals: list[int] = []
         self.port_streams: list[PortStream] = []
