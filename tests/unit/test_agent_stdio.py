@@ -54,6 +54,33 @@ def test_end_of_stream_is_an_empty_read() -> None:
     assert asyncio.run(_eof_at_once()) == b"last words"
 
 
+async def _detached() -> tuple[int | None, bytes, bytes, list[str], bool]:
+    read_fd, write_fd = os.pipe()
+    stream = OutputStream(read_fd)
+    os.write(write_fd, b"buffered")
+    await asyncio.sleep(0.1)  # the agent reads it into its buffer
+    closed: list[str] = []
+    fd, pending = stream.detach(lambda: closed.append("closed"))
+    os.write(write_fd, b"after")  # the new owner's, not the buffer's
+    await asyncio.sleep(0.1)
+    after = await stream.read(100)
+    stream.close()
+    assert fd is not None
+    left = os.read(fd, 100)
+    still_open = os.fstat(fd) is not None  # close() left the detached descriptor alone
+    os.close(fd)
+    os.close(write_fd)
+    return read_fd if fd == read_fd else None, pending, after + left, closed, still_open
+
+
+def test_a_detached_stream_hands_over_its_descriptor_and_buffer() -> None:
+    fd, pending, rest, closed, still_open = asyncio.run(_detached())
+    assert fd is not None
+    assert pending == b"buffered"
+    assert rest == b"after"  # read() gave nothing more; the descriptor held the rest
+    assert closed == ["closed"] and still_open
+
+
 async def _stdin_roundtrip() -> tuple[int, bytes]:
     read_fd, write_fd = os.pipe()
     stream = InputStream(write_fd)

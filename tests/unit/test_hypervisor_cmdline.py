@@ -125,6 +125,18 @@ def test_agent_channel_is_a_named_virtserialport() -> None:
                       "server": "on", "wait": "off"}]
 
 
+def test_stdio_ports_are_named_virtserialports_on_the_agent_device() -> None:
+    argv = build_command(make(agent_socket=Path("/run/vm/agent.sock"),
+                              stdio_sockets=(Path("/run/vm/io0.sock"), Path("/run/vm/io1.sock"))))
+    assert devices(argv, "virtio-serial-pci") == ["virtio-serial-pci,id=vser0"]
+    ports = [props(d) for d in devices(argv, "virtserialport")]
+    assert ports[1:] == [{"": "virtserialport", "bus": "vser0.0", "chardev": f"stdio{k}",
+                          "id": f"vsp{k}", "name": f"cocoon.stdio.{k}"} for k in (0, 1)]
+    chardevs = [props(c) for c in values(argv, "-chardev") if props(c)["id"] == "stdio1"]
+    assert chardevs == [{"": "socket", "id": "stdio1", "path": "/run/vm/io1.sock",
+                         "server": "on", "wait": "off"}]
+
+
 def test_memfd_backend_is_the_machine_ram() -> None:
     argv = build_command(make(memory_backend=MemoryBackend("memfd"), memory_mib=512))
     assert one(argv, "-object") == "memory-backend-memfd,id=ram,size=512M,share=on"

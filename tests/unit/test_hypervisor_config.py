@@ -94,6 +94,16 @@ def test_socket_path_length_is_checked() -> None:
     refused("shares[0].socket", memory_backend=SHARED,
             shares=(VirtioFsShare("root", long_path),))
     make(qmp_socket=Path("/" + "d" * 106))  # exactly 107 bytes is still fine
+    refused("stdio_sockets[1]", agent_socket=Path("/a.sock"),
+            stdio_sockets=(Path("/io0.sock"), long_path))
+
+
+def test_stdio_ports_sit_on_the_agent_device() -> None:
+    refused("stdio_sockets", stdio_sockets=(Path("/io0.sock"),))
+    refused("stdio_sockets", agent_socket=Path("/a.sock"),
+            stdio_sockets=tuple(Path(f"/io{k}.sock") for k in range(31)))
+    config = make(agent_socket=Path("/a.sock"), stdio_sockets=(Path("/io0.sock"),))
+    assert config.socket_paths == (config.qmp_socket, Path("/a.sock"), Path("/io0.sock"))
 
 
 def test_virtio_fs_needs_shared_memory() -> None:

@@ -171,6 +171,15 @@ CASES = [
          guest_pb2.GuestStatsResponse(memory_total_bytes=1 << 28, memory_available_bytes=1 << 27,
                                       cpu_idle_seconds=5.0, load1=0.5, cpus=1),
          GuestStats(1 << 28, 1 << 27, 0.0, 0.0, 5.0, 0.5, 0.0, 0.0, 1)),
+    Case("bind_stream", lambda a: a.bind_stream("c1", "e1", True), GUEST, "BindStream",
+         guest_pb2.BindStreamRequest(container_id="c1", exec_id="e1", stderr=True),
+         guest_pb2.BindStreamResponse(bound=True, port=3, token=b"t" * 16),
+         agentclient.StreamPort(3, b"t" * 16)),
+    Case("bind_stream", lambda a: a.bind_stream("c1", "", False), GUEST, "BindStream",
+         guest_pb2.BindStreamRequest(container_id="c1"), guest_pb2.BindStreamResponse(), None),
+    Case("stream_end", lambda a: a.stream_end("c1", "e1", False), GUEST, "StreamEnd",
+         guest_pb2.StreamEndRequest(container_id="c1", exec_id="e1"),
+         guest_pb2.StreamEndResponse(bytes=1 << 40), 1 << 40, waits=True),
 ]
 
 
@@ -252,6 +261,23 @@ def test_what_the_guest_says_about_ports_is_checked() -> None:
             return await client.listening_ports((), 0)
 
     assert run(scenario()) == list(range(1, agentclient.MAX_MIRRORED_PORTS + 1))
+
+
+@pytest.mark.parametrize("reply", [
+    guest_pb2.BindStreamResponse(bound=True, port=agentclient.MAX_STDIO_PORTS, token=b"t" * 16),
+    guest_pb2.BindStreamResponse(bound=True, port=0, token=b"t" * 15),
+])
+def test_what_the_guest_says_about_stdio_ports_is_checked(
+        reply: guest_pb2.BindStreamResponse) -> None:
+    agent = FakeAgent()
+    agent.replies["BindStream"] = reply
+
+    async def scenario() -> None:
+        async with connected(agent) as (client, _):
+            with pytest.raises(AgentError, match="bound a stream to port"):
+                await client.bind_stream("c1", "", False)
+
+    run(scenario())
 
 
 @pytest.mark.parametrize("listing", [

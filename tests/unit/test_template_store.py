@@ -51,7 +51,7 @@ def test_the_name_follows_every_input_but_the_paths(tmp_path: Path) -> None:
     changes: list[dict[str, Any]] = [
         {"image_digest": "b" * 64}, {"memory_mib": 128}, {"vcpus": 2}, {"accel": "kvm"},
         {"kernel_args": ("x=1",)}, {"qemu_version": "8.0"}, {"kernel_id": "other"},
-        {"hotplug_ports": 2}]
+        {"hotplug_ports": 2}, {"stdio_ports": 0}]
     for change in changes:
         assert dataclasses.replace(base, **change).name != base.name, change
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from cocoon.agent import checkpoint, gueststats, ports, trim, warmup
+from cocoon.agent import checkpoint, gueststats, ports, stdioports, trim, warmup
+from cocoon.agent.container import ContainerError
 from cocoon.agent.service import AgentService
+from cocoon.agent.stdio import OutputStream
 from cocoon.protocols.gen import guest_pb2
 from cocoon.ttrpc.server import CallContext
+from cocoon.ttrpc.status import StatusCode
 
 
 class GuestAgentService:
     def __init__(self, agent: AgentService) -> None:
         self.agent = agent
         self.ports = ports.Ports()
+        self.stdio_ports = stdioports.StdioPorts()
 
     async def TrimMemory(self, request: guest_pb2.TrimMemoryRequest,
                          ctx: CallContext) -> guest_pb2.TrimMemoryResponse:
@@ -47,6 +51,36 @@ class GuestAgentService:
                         ctx: CallContext) -> guest_pb2.PortCloseResponse:
         await self.ports.close(request.connection, request.write_only)
         return guest_pb2.PortCloseResponse()
+
+    # --- stdio ports (agent/stdioports.py) -----------------------------------------------------
+
+    def _stream(self, container_id: str, exec_id: str, stderr: bool) -> OutputStream:
+        process = self.agent.state.container(container_id).process(exec_id)
+        stream = process.stderr if stderr else process.stdout
+        if stream is None or process.terminal:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION,
+                                 f"{container_id}/{exec_id or 'init'}: no such stream to bind "
+                                 "(a terminal's output stays on ReadStdout)")
+        return stream
+
+    async def BindStream(self, request: guest_pb2.BindStreamRequest,
+                         ctx: CallContext) -> guest_pb2.BindStreamResponse:
+        stream = self._stream(request.container_id, request.exec_id, request.stderr)
+        if stream.detached:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION, "the stream is already bound")
+        binding = self.stdio_ports.bind(stream)
+        if binding is None:
+            return guest_pb2.BindStreamResponse(bound=False)
+        return guest_pb2.BindStreamResponse(bound=True, port=binding.port, token=binding.token)
+
+    async def StreamEnd(self, request: guest_pb2.StreamEndRequest,
+                        ctx: CallContext) -> guest_pb2.StreamEndResponse:
+        stream = self._stream(request.container_id, request.exec_id, request.stderr)
+        binding = self.stdio_ports.binding(stream)
+        if binding is None:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION, "the stream is not bound")
+        await binding.ended.wait()
+        return guest_pb2.StreamEndResponse(bytes=binding.written)
 
     # --- checkpoint and restore (agent/checkpoint.py) ----------------------------------------
 

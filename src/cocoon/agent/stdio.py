@@ -4,6 +4,9 @@ The host polls output with ReadStdout/ReadStderr (Kata's model). Output is read 
 pty into a buffer of at most `limit` bytes; while the buffer is full the agent stops reading, so a
 host that does not keep up slows the container down (as a full pipe would) instead of growing the
 agent's memory. An empty read answer means end of stream.
+
+A stream can instead be handed to a stdio port (`detach`, `cocoon.agent.stdioports`): the
+buffer stops filling, and the port takes the descriptor and what was buffered.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 
 DEFAULT_LIMIT = 1 << 20
 
@@ -29,6 +33,8 @@ class OutputStream:
         self._loop = asyncio.get_running_loop()
         os.set_blocking(fd, False)
         self._reading = False
+        self.detached = False
+        self._on_close: Callable[[], None] | None = None
         self._resume()
 
     @property
@@ -36,7 +42,7 @@ class OutputStream:
         return self._eof and not self._buffer
 
     def _resume(self) -> None:
-        if not self._reading and not self._eof:
+        if not self._reading and not self._eof and not self.detached:
             self._loop.add_reader(self.fd, self._on_readable)
             self._reading = True
 
@@ -69,6 +75,22 @@ class OutputStream:
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
+    def detach(self, on_close: Callable[[], None]) -> tuple[int | None, bytes]:
+        """Hand over the descriptor (None once end of file was read) and the buffered bytes;
+        from here on this stream reads nothing, and a pending `read` returns b"" at once.
+        `close()` calls `on_close` instead (the process is gone: its new owner stops)."""
+        if self.detached:
+            raise RuntimeError("the stream is already detached")
+        self._pause()
+        self.detached = True
+        self._on_close = on_close
+        fd = None if self._eof else self.fd
+        self._eof = True
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._changed.set()
+        return fd, data
+
     async def read(self, size: int) -> bytes:
         """Up to `size` bytes, waiting until there is data; b"" at end of stream."""
         while not self._buffer and not self._eof:
@@ -89,7 +111,10 @@ class OutputStream:
                     await self._changed.wait()
 
     def close(self) -> None:
-        if not self._eof:
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+        if not self._eof and not self.detached:
             self._finish()
         self._buffer.clear()
         self._changed.set()

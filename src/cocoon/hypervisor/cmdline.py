@@ -1,7 +1,8 @@
 """From a `VMConfig` to QEMU's argv: a pure function, so every option is unit-tested without QEMU.
 
 Device ids are fixed (`qmp`, `console`, `vser0`, `agent`, `fs<i>`, `net<i>`, `hp<i>`, `ram`) so
-that QMP commands issued later (hot-plug, migration) can name them. Backends are `fs<i>`
+that QMP commands issued later (hot-plug, migration) can name them; stdio port k is chardev
+`stdio<k>`, device `vsp<k>`. Backends are `fs<i>`
 (chardev) and `net<i>` (netdev); their devices are `vfs<i>` and `nic<i>`, on the command line or,
 for a restored VM, hot-plugged into the root ports `hp<k>` (`cocoon.hypervisor.hotplug`).
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from cocoon.hypervisor.config import (
     AGENT_PORT_NAME,
+    STDIO_PORT_PREFIX,
     MemoryBackend,
     NetInterface,
     VirtioFsShare,
@@ -125,9 +127,14 @@ def _server_socket(chardev_id: str, path: Path) -> str:
 def _agent_channel(config: VMConfig) -> list[str]:
     if config.agent_socket is None:
         return []
-    return ["-device", "virtio-serial-pci,id=vser0",
+    argv = ["-device", "virtio-serial-pci,id=vser0",
             "-chardev", _server_socket("agent", config.agent_socket),
             "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"]
+    for index, path in enumerate(config.stdio_sockets):
+        argv += ["-chardev", _server_socket(f"stdio{index}", path),
+                 "-device", f"virtserialport,bus=vser0.0,chardev=stdio{index},"
+                 f"id=vsp{index},name={STDIO_PORT_PREFIX}{index}"]
+    return argv
 
 
 def user_netdev(index: int) -> dict[str, object]:

@@ -23,11 +23,17 @@ MACHINES: tuple[Machine, ...] = ("pc", "q35", "microvm")
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 AGENT_PORT_NAME = "cocoon.agent"
+# Bulk stdout/stderr: port k is `cocoon.stdio.<k>` on the agent's virtio-serial device, each on
+# a unix socket of its own (docs/design.md, "Stdio ports")
+STDIO_PORT_PREFIX = "cocoon.stdio."
+MAX_STDIO_PORTS = 30  # the device's max_ports is 31 with the agent's port
+
 # Without RDRAND the guest kernel's random pool starts empty and Python's first start blocks
 # about 1 s on getrandom(); "host" passes the real CPU through under KVM.
 TCG_CPU = "qemu64,+rdrand"
 KVM_CPU = "host"
 DEFAULT_TB_SIZE_MIB = 32
+
 
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the terminating NUL
 VIRTIOFS_TAG_MAX = 36  # the tag field of struct virtio_fs_config
@@ -124,6 +130,8 @@ class VMConfig:
     firmware: Path | None = None
     tb_size_mib: int | None = DEFAULT_TB_SIZE_MIB
     agent_socket: Path | None = None
+    # one virtio-serial port per socket, named STDIO_PORT_PREFIX + its index (needs the agent's)
+    stdio_sockets: tuple[Path, ...] = ()
     memory_backend: MemoryBackend | None = None
     shares: tuple[VirtioFsShare, ...] = ()
     nics: tuple[NetInterface, ...] = ()
@@ -177,7 +185,8 @@ class VMConfig:
     @property
     def socket_paths(self) -> tuple[Path, ...]:
         """The unix sockets QEMU listens on (QEMU creates them; stale ones must go first)."""
-        return tuple(p for p in (self.qmp_socket, self.agent_socket) if p is not None)
+        return tuple(p for p in (self.qmp_socket, self.agent_socket, *self.stdio_sockets)
+                     if p is not None)
 
 
 def validate(config: VMConfig) -> None:
@@ -238,6 +247,14 @@ def _validate_basics(config: VMConfig) -> None:
         path = getattr(config, field)
         if path is not None:
             _check_socket_path(field, path)
+    if config.stdio_sockets and config.agent_socket is None:
+        raise VMConfigError("stdio_sockets", "stdio ports sit on the agent's device: they need "
+                            "agent_socket")
+    if len(config.stdio_sockets) > MAX_STDIO_PORTS:
+        raise VMConfigError("stdio_sockets", f"at most {MAX_STDIO_PORTS}",
+                            value=len(config.stdio_sockets))
+    for index, path in enumerate(config.stdio_sockets):
+        _check_socket_path(f"stdio_sockets[{index}]", path)
 
 
 def _validate_memory(config: VMConfig) -> None:

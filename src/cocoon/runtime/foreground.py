@@ -16,12 +16,14 @@ import logging
 import os
 import termios
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 from cocoon.errors import CocoonError, OCIError, RPCError
 from cocoon.oci.state import ContainerState, StateStore, process_start_time
 from cocoon.runtime import console, control, shim
 from cocoon.runtime.options import CreateOptions
 from cocoon.sandbox.client import SandboxClient
+from cocoon.sandbox.layout import Layout
 from cocoon.sandbox.relay import ProcessRelay, Stdio
 from cocoon.ttrpc.status import StatusCode
 
@@ -59,7 +61,8 @@ async def _relay_exec(state: ContainerState, exec_id: str, terminal: bool) -> in
     client = await control.connect(state)
     try:
         with _raw_terminal(terminal):
-            return await ProcessRelay(client.agent, state.id, exec_id, _stdio(terminal)).run()
+            return await ProcessRelay(client.agent, state.id, exec_id, _stdio(terminal),
+                                      Layout(Path(state.vm_dir)).stdio_socket).run()
     except CocoonError as err:
         logger.warning("relay of %s: %s", state.id, err)
         return shim.LOST_STATUS
@@ -109,7 +112,8 @@ async def _relay_started(client: SandboxClient, state: ContainerState, terminal:
                          start: Callable[[], Awaitable[ContainerState]]) -> int:
     """Relay the container's init process, started (by `start`, the same start as `cocoon
     start`'s, its checks and poststart hooks included) once the relay's reads are queued."""
-    relay = ProcessRelay(client.agent, state.id, "", _stdio(terminal))
+    relay = ProcessRelay(client.agent, state.id, "", _stdio(terminal),
+                         Layout(Path(state.vm_dir)).stdio_socket)
     try:
         with _raw_terminal(terminal):
             runner = asyncio.create_task(relay.run())

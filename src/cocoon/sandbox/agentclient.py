@@ -56,6 +56,16 @@ MAX_GUEST_MEMORY = 1 << 44       # 16 TiB: more than any VM Cocoon starts
 MAX_GUEST_CPUS = 1024
 MAX_GUEST_CPU_SECONDS = 1e12     # about 30,000 years of one CPU
 MAX_GUEST_LOAD = 1e6
+MAX_STDIO_PORTS = 30    # a VM's stdio ports (cocoon.hypervisor.config.MAX_STDIO_PORTS)
+STDIO_TOKEN_SIZE = 16
+
+
+@dataclass(frozen=True)
+class StreamPort:
+    """A stream bound to a stdio port: connect to the port's socket, write `token` first."""
+
+    port: int
+    token: bytes
 
 
 class AgentClient:
@@ -377,6 +387,29 @@ class AgentClient:
         await self.ttrpc.call(GUEST, "PortClose", guest_pb2.PortCloseRequest(
             connection=connection, write_only=write_only), guest_pb2.PortCloseResponse,
             timeout=timeout)
+
+    # --- stdio ports (cocoon.GuestAgent; see sandbox/stdioport.py) -------------------------------
+
+    async def bind_stream(self, container_id: str, exec_id: str, stderr: bool, *,
+                          timeout: float | None = QUICK_TIMEOUT) -> StreamPort | None:
+        """Move the process's stdout (or stderr) to a stdio port; None if none is free."""
+        response = await self.ttrpc.call(GUEST, "BindStream", guest_pb2.BindStreamRequest(
+            container_id=container_id, exec_id=exec_id, stderr=stderr),
+            guest_pb2.BindStreamResponse, timeout=timeout)
+        if not response.bound:
+            return None
+        if response.port >= MAX_STDIO_PORTS or len(response.token) != STDIO_TOKEN_SIZE:
+            raise AgentError(f"the guest bound a stream to port {response.port} with a "
+                             f"{len(response.token)}-byte token")
+        return StreamPort(response.port, response.token)
+
+    async def stream_end(self, container_id: str, exec_id: str, stderr: bool, *,
+                         timeout: float | None = None) -> int:
+        """Once the bound stream ended: the bytes the guest wrote to its port."""
+        response = await self.ttrpc.call(GUEST, "StreamEnd", guest_pb2.StreamEndRequest(
+            container_id=container_id, exec_id=exec_id, stderr=stderr),
+            guest_pb2.StreamEndResponse, timeout=timeout)
+        return response.bytes
 
     # --- metrics (cocoon.GuestAgent) ------------------------------------------------------------
 

@@ -19,6 +19,11 @@ from cocoon.config import current as settings
 DEFAULT_VM_ROOT = Path("/run/cocoon-vm")
 
 
+def stdio_socket(directory: Path, index: int, prefix: str = "") -> Path:
+    """Where QEMU listens for stdio port `index` (`io<k>.sock`: short, as sun_path must be)."""
+    return directory / f"{prefix}io{index}.sock"
+
+
 def vm_root() -> Path:
     return settings().runtime.vm_dir
 
@@ -65,6 +70,13 @@ class Layout:
     @property
     def agent_socket(self) -> Path:
         return self.qemu_dir / "agent.sock"
+
+    def stdio_socket(self, index: int) -> Path:
+        """QEMU's socket of the VM's stdio port `index` (cocoon.sandbox.stdioport)."""
+        return stdio_socket(self.qemu_dir, index)
+
+    def stdio_sockets(self, count: int) -> tuple[Path, ...]:
+        return tuple(self.stdio_socket(k) for k in range(count))
 
     @property
     def virtiofs_socket(self) -> Path:

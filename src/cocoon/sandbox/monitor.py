@@ -118,7 +118,7 @@ class Monitor:
                                                       path=str(self.layout.monitor_socket))
         os.chmod(self.layout.monitor_socket, 0o600)
         self.agent = await self._internal_client()
-        self.shims = ShimServer(self.id, self.agent)
+        self.shims = ShimServer(self.id, self.agent, self.layout.stdio_socket)
         await self.shims.start(self.layout.shim_socket)
         if template is not None:
             try:

@@ -1,7 +1,9 @@
 """The host stand-in for one guest process: stdio relayed, signals forwarded, exit status kept.
 
 This is the body of the per-process shim (and of `cocoon run` and `cocoon exec` in the
-foreground). Output is pulled with ReadStdout/ReadStderr until the guest reports end of stream;
+foreground). Output without a terminal goes through a stdio port when the VM has one free
+(`cocoon.sandbox.stdioport`); otherwise it is pulled with ReadStdout/ReadStderr until the guest
+reports end of stream;
 stdin is pushed with WriteStdin and closed with CloseStdin at end of file; every catchable
 signal the host process receives goes to the guest process; the result is the guest process's
 exit status in the shell's form (128 + n for a signal).
@@ -20,12 +22,16 @@ import signal
 import stat
 import struct
 import termios
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from cocoon.config import current as settings
 from cocoon.errors import CocoonError, RPCError
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.stdinpipe import STDIN_CHUNK, write_pipelined
+from cocoon.sandbox.stdioport import PortStream
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.sandbox.relay")
@@ -47,7 +53,7 @@ class Stdio:
     tty_fd: int | None = None  # host terminal whose size the guest follows
 
 
-async def write_all(fd: int, data: bytes) -> None:
+async def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write everything without threads (a shim that left its pid namespace cannot start one)
     and without blocking the loop: a full pipe or terminal is waited for with the selector."""
     loop = asyncio.get_running_loop()
@@ -96,18 +102,30 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
 
 
 class ProcessRelay:
+    """`stdio_sockets` names the socket of the VM's stdio port k (None: ReadStdout only)."""
+
     def __init__(self, agent: AgentClient, container_id: str, exec_id: str,
-                 stdio: Stdio) -> None:
+                 stdio: Stdio, stdio_sockets: Callable[[int], Path] | None = None) -> None:
         self.agent = agent
         self.cid = container_id
         self.eid = exec_id
         self.stdio = stdio
+        # runtime.stdio_ports off (COCOON_STDIO_PORTS=0): every stream through ReadStdout, a
+        # baseline for benchmarks and a way around the ports should they misbehave
+        self.stdio_sockets = stdio_sockets if settings().runtime.stdio_ports else None
         self._loop = asyncio.get_event_loop()
         self._signals: list[int] = []
+        self.port_streams: list[PortStream] = []
 
     # --- output ----------------------------------------------------------------------------
 
     async def _pump_out(self, stderr: bool, fd: int | None) -> None:
+        if self.stdio_sockets is not None and not self.stdio.terminal:
+            port = PortStream(self.agent, self.cid, self.eid, stderr, self.stdio_sockets)
+            if await port.bind():
+                self.port_streams.append(port)
+                await port.run(fd, write_all)
+                return
         read = self.agent.read_stderr if stderr else self.agent.read_stdout
         while True:
             try:
@@ -204,6 +222,19 @@ class ProcessRelay:
             self._loop.remove_signal_handler(sig)
         self._signals.clear()
 
+    async def _drain(self, outputs: list[asyncio.Task[None]]) -> None:
+        """After the exit: wait for the rest of the output, all of it while a port's bytes keep
+        coming (or the caller's reader is slow), else up to DRAIN_AFTER_EXIT."""
+        deadline = time.monotonic() + DRAIN_AFTER_EXIT
+        pending = {t for t in outputs if not t.done()}
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+            if time.monotonic() < deadline:
+                continue
+            if not any(p.idle_seconds() < DRAIN_AFTER_EXIT and p.total != p.received
+                       for p in self.port_streams):
+                return
+
     # --- the whole relay -----------------------------------------------------------------------
 
     async def run(self, forward_signals: bool = True) -> int:
@@ -237,9 +268,7 @@ class ProcessRelay:
             if not 0 <= status <= 255:
                 logger.warning("guest reported exit status %d; using 255", status)
                 status = 255
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_AFTER_EXIT):
-                    await asyncio.gather(*outputs, return_exceptions=True)
+            await self._drain(outputs)
             return status
         finally:
             self._remove_signals()

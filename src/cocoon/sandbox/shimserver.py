@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ ATTACH_TIMEOUT = 10.0
 
 
 class ShimServer:
-    def __init__(self, sandbox_id: str, agent: AgentClient) -> None:
+    def __init__(self, sandbox_id: str, agent: AgentClient,
+                 stdio_sockets: Callable[[int], Path] | None = None) -> None:
         self.sandbox_id = sandbox_id
         self.agent = agent
+        self.stdio_sockets = stdio_sockets
         self._sock: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -93,7 +96,8 @@ class ShimServer:
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             if rest:
                 reader.feed_data(rest)
-            await self._relay(ProcessRelay(self.agent, cid, eid, stdio), reader, writer)
+            relay = ProcessRelay(self.agent, cid, eid, stdio, self.stdio_sockets)
+            await self._relay(relay, reader, writer)
         except (ValueError, KeyError, TypeError, OSError, TimeoutError) as err:
             logger.warning("sandbox %s: a shim was refused: %s", self.sandbox_id, err)
         finally:

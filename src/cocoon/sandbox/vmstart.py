@@ -27,7 +27,7 @@ from cocoon.hypervisor.config import (
 from cocoon.sandbox.layout import Layout, SandboxConfig
 from cocoon.template import build, policy, store
 from cocoon.template.policy import TEMPLATE_MACHINE
-from cocoon.template.spec import HOTPLUG_PORTS, TemplateSpec
+from cocoon.template.spec import HOTPLUG_PORTS, STDIO_PORTS, TemplateSpec
 
 logger = logging.getLogger("cocoon.sandbox.vmstart")
 
@@ -88,7 +88,7 @@ def template_spec(config: SandboxConfig, boot: GuestBoot) -> TemplateSpec:
         accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
         kernel_args=kernel_args(config), qemu_version=accel_mod.qemu_version(),
         tb_size_mib=tb_size_mib() if boot.decision.accel == "tcg" else None,
-        hotplug_ports=HOTPLUG_PORTS)
+        hotplug_ports=HOTPLUG_PORTS, stdio_ports=STDIO_PORTS)
 
 
 async def obtain_template(config: SandboxConfig, boot: GuestBoot, work: Path,
@@ -146,7 +146,8 @@ def cold_config(config: SandboxConfig, boot: GuestBoot, *, shares: tuple[VirtioF
         accel=boot.decision.accel, cpu_model=boot.decision.cpu_model,
         machine=config.machine,  # type: ignore[arg-type]
         hotplug_ports=HOTPLUG_PORTS if config.machine == "q35" else 0,
-        tb_size_mib=tb_size_mib(), agent_socket=layout.agent_socket, balloon=True,
+        tb_size_mib=tb_size_mib(), agent_socket=layout.agent_socket,
+        stdio_sockets=layout.stdio_sockets(STDIO_PORTS), balloon=True,
         memory_backend=MemoryBackend("memfd", share=True) if shares else None,
         shares=shares, nics=nics)
 
@@ -156,5 +157,6 @@ def clone_config(layout: Layout, template: store.Template, *, memory: MemoryBack
     """A VM restored from `template`: its devices exactly, its RAM as `memory`."""
     return build.vm_config(template.spec, name=f"cocoon-{layout.root.name}",
                            qmp_socket=layout.qmp_socket, agent_socket=layout.agent_socket,
+                           stdio_sockets=layout.stdio_sockets(template.spec.stdio_ports),
                            console_log=layout.console_log, memory=memory,
                            incoming_fd=state_fd)

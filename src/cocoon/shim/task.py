@@ -99,7 +99,8 @@ class TaskService:
         """Relay the process's stdio until it exits; record and publish the exit."""
         stdio = process.stdio.relay_stdio()
         try:
-            relay = ProcessRelay(self.agent, container.id, process.exec_id, stdio)
+            relay = ProcessRelay(self.agent, container.id, process.exec_id, stdio,
+                                 lambda k: self.pod.layout.stdio_socket(k))
             status = await relay.run(forward_signals=False)
         except CocoonError as err:
             logger.warning("%s: lost track of the process: %s", process.name, err)

@@ -25,6 +25,7 @@ from cocoon.errors import CocoonError, TemplateError
 from cocoon.hypervisor.config import MemoryBackend, VMConfig
 from cocoon.hypervisor.qemu import QemuVM
 from cocoon.sandbox.agentclient import AgentClient
+from cocoon.sandbox.layout import stdio_socket
 from cocoon.template import store
 from cocoon.template.spec import TemplateSpec
 
@@ -35,14 +36,18 @@ KEEP_FREE = 16 << 20
 
 
 def vm_config(spec: TemplateSpec, *, name: str, qmp_socket: Path, agent_socket: Path,
-              console_log: Path, memory: MemoryBackend, **extra: Any) -> VMConfig:
-    """The VM a template is (or a clone of it is) started as; `extra` adds the clone's parts."""
+              stdio_sockets: tuple[Path, ...], console_log: Path, memory: MemoryBackend,
+              **extra: Any) -> VMConfig:
+    """The VM a template is (or a clone of it is) started as; `extra` adds the clone's parts.
+    `stdio_sockets` (at least `spec.stdio_ports` of them) may differ between a template and
+    its clones: the devices are the same, only QEMU's end on the host moves."""
     return VMConfig(
         name=name, kernel=spec.kernel_path, initrd=spec.initrd_path,
         kernel_args=spec.kernel_args, qmp_socket=qmp_socket, console_log=console_log,
         memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,  # type: ignore[arg-type]
         cpu_model=spec.cpu_model, machine=spec.machine,  # type: ignore[arg-type]
-        tb_size_mib=spec.tb_size_mib, agent_socket=agent_socket, memory_backend=memory,
+        tb_size_mib=spec.tb_size_mib, agent_socket=agent_socket,
+        stdio_sockets=stdio_sockets[:spec.stdio_ports], memory_backend=memory,
         hotplug_ports=spec.hotplug_ports, balloon=spec.balloon, ignore_shared_ram=True,
         **extra)
 
@@ -133,6 +138,8 @@ async def _boot_and_save(spec: TemplateSpec, tmp: Path, work: Path,
     agent_socket = work / "tpl-agent.sock"
     config = vm_config(spec, name=f"cocoon-template-{spec.name}",
                        qmp_socket=work / "tpl-qmp.sock", agent_socket=agent_socket,
+                       stdio_sockets=tuple(stdio_socket(work, k, "tpl-")
+                                           for k in range(spec.stdio_ports)),
                        console_log=tmp / store.CONSOLE,
                        memory=MemoryBackend("file", tmp / store.RAM, share=True))
     vm = QemuVM(config)

@@ -18,6 +18,9 @@ FORMAT = 1
 # Empty PCIe root ports a template is saved with: a clone's shares and NICs are hot-plugged
 # into them (one virtio-fs share, and NICs for the rest).
 HOTPLUG_PORTS = 8
+# virtio-serial ports for bulk stdout/stderr beside the agent's (cocoon.agent.stdioports); each
+# stalled reader can hold up to 128 x 256 KiB of its container's output in the guest
+STDIO_PORTS = 8
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class TemplateSpec:
     qemu_version: str
     tb_size_mib: int | None
     hotplug_ports: int = HOTPLUG_PORTS
+    stdio_ports: int = STDIO_PORTS
     balloon: bool = True  # virtio-balloon with free page reporting
     format: int = FORMAT
 

@@ -7,6 +7,42 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BindStreamRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id", "stderr")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    stderr: bool
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., stderr: _Optional[bool] = ...) -> None: ...
+
+class BindStreamResponse(_message.Message):
+    __slots__ = ("bound", "port", "token")
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    bound: bool
+    port: int
+    token: bytes
+    def __init__(self, bound: _Optional[bool] = ..., port: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
+
+class StreamEndRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id", "stderr")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    stderr: bool
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., stderr: _Optional[bool] = ...) -> None: ...
+
+class StreamEndResponse(_message.Message):
+    __slots__ = ("bytes",)
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    def __init__(self, bytes: _Optional[int] = ...) -> None: ...
+
 class CriuOptions(_message.Message):
     __slots__ = ("image_dir", "work_dir", "tcp_established", "file_locks")
     IMAGE_DIR_FIELD_NUMBER: _ClassVar[int]
