@@ -3,13 +3,20 @@
 
 Both runtimes get the same kind of namespace (a veth with 10.250.0.2/24 inside; its peer with
 10.250.0.1/24 in a second namespace playing the host, where the client runs) and the same
-busybox bundle naming it in `linux.namespaces`. The container serves three ports with busybox
-nc: a sink (host -> container), a source (container -> host) and an echo (round trips of one
-byte). Each figure is the median of `--runs` transfers of `--mib` MiB, or of `--trips` round
-trips, measured from the host side.
+busybox bundle naming it in `linux.namespaces`. The container serves four ports with busybox
+nc: a sink (host -> container), two sources (container -> host) and an echo (round trips of one
+byte). The sources differ in how the bytes reach the socket: "relay" is `dd | nc`, nc copying
+the pipe to the socket 1 KiB per read and write (each KiB costs the guest two context switches
+and two system calls, which dominate under TCG); "direct" is `nc -e dd`, dd writing 64 KiB at a
+time straight into the socket, so the figure is the network path's own. Each producer is also
+timed over the container's own loopback (to a `dd` reading the socket directly), in the same
+run: that is the most the producer can send anywhere. Each figure is the median of `--runs`
+transfers of `--mib` MiB, or of `--trips` round trips, measured from the host side (loopback:
+inside the container, to 10 ms).
 
 Run: .venv/bin/python bench/net.py [--mib 32] [--runs 3] [--trips 500] [--json]
 """
+
 
 from __future__ import annotations
 
@@ -35,7 +42,9 @@ from cocoon.oci.default import default_spec
 
 COCOON = str(Path(sys.executable).parent / "cocoon")
 GUEST_IP, HOST_IP = "10.250.0.2", "10.250.0.1"
-SINK, SOURCE, ECHO = 7001, 7002, 7003
+SINK, SOURCE, ECHO, DIRECT = 7001, 7002, 7003, 7004
+LOOPBACK_PORT = 7005
+LOOPBACK_TIMEOUT = 300  # seconds the receiver waits: a sender that failed must not hang exec
 CHUNK = 1 << 16
 
 
@@ -52,6 +61,7 @@ def namespaces() -> Iterator[tuple[str, str]]:
     ip("netns", "add", outer)
     try:
         ip("-n", outer, "link", "set", "lo", "up")
+        ip("-n", inner, "link", "set", "lo", "up")  # as CNI's loopback plugin does
         ip("link", "add", "eth0", "netns", inner, "type", "veth", "peer", "name", f"vb{token}",
            "netns", outer)
         ip("-n", inner, "addr", "add", f"{GUEST_IP}/24", "dev", "eth0")
@@ -73,6 +83,8 @@ def bundle(path: Path, netns: str, mib: int) -> Path:
         f"(while true; do nc -l -p {SINK} > /dev/null; done) &",
         f"(while true; do dd if=/dev/zero bs={CHUNK} count={blocks} 2>/dev/null"
         f" | nc -l -p {SOURCE}; done) &",
+        f"(while true; do nc -l -p {DIRECT} -e dd if=/dev/zero bs={CHUNK} count={blocks}"
+        " 2>/dev/null; done) &",
         f"while true; do nc -l -p {ECHO} -e cat; done"])]
     spec["root"] = {"path": "rootfs", "readonly": False}
     for namespace in spec["linux"]["namespaces"]:
@@ -111,9 +123,9 @@ def upload(host_ns: str, size: int) -> float:
         return size / (1 << 20) / (time.monotonic() - started)
 
 
-def download(host_ns: str, size: int) -> float:
-    """MiB/s container -> host."""
-    with connect(host_ns, SOURCE) as sock:
+def download(host_ns: str, size: int, port: int = SOURCE) -> float:
+    """MiB/s container -> host, from the source on `port`."""
+    with connect(host_ns, port) as sock:
         started = time.monotonic()
         total = 0
         while chunk := sock.recv(1 << 20):
@@ -138,6 +150,34 @@ def round_trips(host_ns: str, trips: int) -> float:
     return statistics.median(samples[10:]) * 1e6
 
 
+def loopback_command(size: int, direct: bool) -> str:
+    """A shell command for the container: send `size` bytes with the relay or the direct
+    producer to a dd reading a socket on 127.0.0.1; print the start and end uptimes and dd's
+    report (busybox's dd counts records only: full blocks of CHUNK, so `size` must be a
+    multiple of it)."""
+    blocks = size // CHUNK
+    sender = (f"nc 127.0.0.1 {LOOPBACK_PORT} -e dd if=/dev/zero bs={CHUNK} count={blocks}"
+              if direct else
+              f"dd if=/dev/zero bs={CHUNK} count={blocks} | nc 127.0.0.1 {LOOPBACK_PORT}")
+    return (f"timeout {LOOPBACK_TIMEOUT} nc -l -p {LOOPBACK_PORT} -e dd of=/dev/null bs={CHUNK}"
+            " iflag=fullblock"
+            " 2>/tmp/loopback.out &"
+            " sleep 1; a=$(cat /proc/uptime);"
+            f" {sender} 2>/dev/null; wait; b=$(cat /proc/uptime);"
+            " echo $a $b; cat /tmp/loopback.out; rm -f /tmp/loopback.out")
+
+
+def loopback_rate(output: str, size: int) -> float:
+    """MiB/s from `loopback_command`'s output; the receiver must have had every byte."""
+    fields = output.split()
+    records = fields[4] if len(fields) > 4 else ""
+    received = int(records.partition("+")[0]) * CHUNK if records.endswith("+0") else -1
+    if received != size:
+        raise RuntimeError(f"loopback: received {received} bytes of {size}: {output!r}")
+    seconds = max(float(fields[2]) - float(fields[0]), 0.01)
+    return size / (1 << 20) / seconds
+
+
 class Runtime:
     name = ""
 
@@ -149,6 +189,14 @@ class Runtime:
 
     def stop(self, cid: str) -> None:
         raise NotImplementedError
+
+    def exec(self, cid: str, command: str) -> str:
+        raise NotImplementedError
+
+    def _output(self, argv: list[str]) -> str:
+        with open(self.work / f"{self.name}.log", "a") as log:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=log, check=True, timeout=600, text=True).stdout
 
     def _run(self, argv: list[str]) -> None:
         with open(self.work / f"{self.name}.log", "a") as log:
@@ -167,6 +215,10 @@ class Cocoon(Runtime):
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run([COCOON, "--root", str(self.work / "state"), "delete", "--force", cid])
 
+    def exec(self, cid: str, command: str) -> str:
+        return self._output([COCOON, "--root", str(self.work / "state"), "exec", cid, "sh", "-c",
+                             command])
+
 
 class Runc(Runtime):
     name = "runc"
@@ -179,6 +231,10 @@ class Runc(Runtime):
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(["runc", "--root", str(self.work / "runc"), "delete", "--force", cid])
 
+    def exec(self, cid: str, command: str) -> str:
+        return self._output(["runc", "--root", str(self.work / "runc"), "exec", cid, "sh", "-c",
+                             command])
+
 
 def measure(runtime: Runtime, mib: int, runs: int, trips: int) -> dict[str, float]:
     size = mib * (1 << 20)
@@ -186,16 +242,30 @@ def measure(runtime: Runtime, mib: int, runs: int, trips: int) -> dict[str, floa
         cid = f"bench-{runtime.name}"
         runtime.start(bundle(runtime.work / cid, netns, mib), cid)
         try:
-            results: dict[str, list[float]] = {"up": [], "down": [], "rtt": []}
+            results: dict[str, list[float]] = {key: [] for key in FIGURES}
             for _ in range(runs):
-                results["up"].append(upload(host_ns, size))
-                results["down"].append(download(host_ns, size))
-                results["rtt"].append(round_trips(host_ns, trips))
+                results["host_to_container_mib_s"].append(upload(host_ns, size))
+                results["container_to_host_mib_s"].append(download(host_ns, size))
+                results["container_to_host_direct_mib_s"].append(
+                    download(host_ns, size, DIRECT))
+                for direct, key in ((False, "loopback_mib_s"), (True, "loopback_direct_mib_s")):
+                    output = runtime.exec(cid, loopback_command(size, direct))
+                    results[key].append(loopback_rate(output, size))
+                results["tcp_round_trip_us"].append(round_trips(host_ns, trips))
         finally:
             runtime.stop(cid)
-    return {"host_to_container_mib_s": statistics.median(results["up"]),
-            "container_to_host_mib_s": statistics.median(results["down"]),
-            "tcp_round_trip_us": statistics.median(results["rtt"])}
+    return {key: statistics.median(values) for key, values in results.items()}
+
+
+# key, column heading, format
+FIGURES: dict[str, tuple[str, str]] = {
+    "host_to_container_mib_s": ("host->ctr", ".1f"),
+    "container_to_host_mib_s": ("ctr->host relay", ".1f"),
+    "loopback_mib_s": ("loopback relay", ".1f"),
+    "container_to_host_direct_mib_s": ("ctr->host direct", ".1f"),
+    "loopback_direct_mib_s": ("loopback direct", ".1f"),
+    "tcp_round_trip_us": ("TCP RTT us", ".0f"),
+}
 
 
 def main() -> int:
@@ -222,12 +292,12 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"{args.mib} MiB per transfer, median of {args.runs}; round trip: median of "
+    print(f"{args.mib} MiB per transfer, MiB/s, median of {args.runs}; round trip: median of "
           f"{args.trips} one-byte TCP echoes")
-    print(f"{'runtime':8} {'host->ctr MiB/s':>16} {'ctr->host MiB/s':>16} {'TCP RTT us':>11}")
+    print(f"{'runtime':8} " + " ".join(f"{head:>16}" for head, _ in FIGURES.values()))
     for name, figures in report.items():
-        print(f"{name:8} {figures['host_to_container_mib_s']:16.1f} "
-              f"{figures['container_to_host_mib_s']:16.1f} {figures['tcp_round_trip_us']:11.0f}")
+        print(f"{name:8} " + " ".join(f"{figures[key]:16{form}}"
+                                      for key, (_, form) in FIGURES.items()))
     return 0
 
 
