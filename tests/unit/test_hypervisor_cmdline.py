@@ -321,3 +321,14 @@ def test_the_host_tsc_rate_comes_from_cpuinfo() -> None:
     assert host_tsc_khz("cpu MHz\t: unknown\n") is None
     here = host_tsc_khz()  # this host's, whatever it has
     assert here is None or here > 0
+
+
+def test_the_debug_consoles_port_sits_on_the_agents_device() -> None:
+    argv = build_command(make(agent_socket=Path("/run/vm/a.sock"),
+                              debug_socket=Path("/run/vm/debug.sock")))
+    devices = values(argv, "-device")
+    assert "virtserialport,bus=vser0.0,chardev=debug,id=vdbg,name=cocoon.debug" in devices
+    assert any(c.startswith("socket,id=debug,path=/run/vm/debug.sock,server=on")
+               for c in values(argv, "-chardev"))
+    with pytest.raises(VMConfigError):
+        make(debug_socket=Path("/run/vm/debug.sock"))  # no agent device to sit on

@@ -166,6 +166,8 @@ CASES = [
          guest_pb2.PortReadResponse(data=b"200 OK"), b"200 OK", waits=True),
     Case("port_close", lambda a: a.port_close(3, write_only=True), GUEST, "PortClose",
          guest_pb2.PortCloseRequest(connection=3, write_only=True)),
+    Case("enable_debug_console", lambda a: a.enable_debug_console(), GUEST,
+         "EnableDebugConsole", guest_pb2.EnableDebugConsoleRequest()),
     Case("guest_stats", lambda a: a.guest_stats(), GUEST, "GuestStats",
          guest_pb2.GuestStatsRequest(),
          guest_pb2.GuestStatsResponse(memory_total_bytes=1 << 28, memory_available_bytes=1 << 27,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocoon.agent import checkpoint, gueststats, ports, stdioports, trim, warmup
+from cocoon.agent import checkpoint, debugconsole, gueststats, ports, stdioports, trim, warmup
 from cocoon.agent.container import ContainerError
 from cocoon.agent.service import AgentService
 from cocoon.agent.stdio import OutputStream
@@ -16,6 +16,7 @@ class GuestAgentService:
         self.agent = agent
         self.ports = ports.Ports()
         self.stdio_ports = stdioports.StdioPorts()
+        self.debug_console = debugconsole.DebugConsole()
 
     async def TrimMemory(self, request: guest_pb2.TrimMemoryRequest,
                          ctx: CallContext) -> guest_pb2.TrimMemoryResponse:
@@ -103,3 +104,14 @@ class GuestAgentService:
     async def GuestStats(self, request: guest_pb2.GuestStatsRequest,
                          ctx: CallContext) -> guest_pb2.GuestStatsResponse:
         return gueststats.read()
+
+    # --- the debug console (agent/debugconsole.py) -------------------------------------------
+
+    async def EnableDebugConsole(self, request: guest_pb2.EnableDebugConsoleRequest,
+                                 ctx: CallContext) -> guest_pb2.EnableDebugConsoleResponse:
+        try:
+            self.debug_console.enable()
+        except OSError as err:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION,
+                                 f"no debug console port in this VM: {err}") from err
+        return guest_pb2.EnableDebugConsoleResponse()

@@ -48,6 +48,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run a busybox container in its own VM"),
     "template": ("template", "build, list or remove the VM templates sandboxes start from"),
     "metrics": ("metrics", "expose the host's sandboxes to Prometheus"),
+    "debug-console": ("debugconsole", "open a shell in a container's guest (when enabled)"),
     "install": ("install", "add Cocoon's runtime handler to a container engine's configuration"),
     "uninstall": ("install",
                   "remove Cocoon's runtime handler from a container engine's configuration"),

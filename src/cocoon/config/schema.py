@@ -90,6 +90,9 @@ class Agent:
     log_level: str = setting(
         "info", Choice(LOG_LEVELS), "the agent's log level (its log goes to the VM's console "
         "log); `--debug` makes it debug", env="COCOON_AGENT_LOG")
+    debug_console: bool = setting(
+        False, Bool(), "serve `cocoon debug-console`: a shell in the guest outside the "
+        "containers, for sandboxes started while this is on; every session is logged")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cocoon.hypervisor.config import (
     AGENT_PORT_NAME,
+    DEBUG_PORT_NAME,
     STDIO_PORT_PREFIX,
     MemoryBackend,
     NetInterface,
@@ -134,6 +135,10 @@ def _agent_channel(config: VMConfig) -> list[str]:
         argv += ["-chardev", _server_socket(f"stdio{index}", path),
                  "-device", f"virtserialport,bus=vser0.0,chardev=stdio{index},"
                  f"id=vsp{index},name={STDIO_PORT_PREFIX}{index}"]
+    if config.debug_socket is not None:
+        argv += ["-chardev", _server_socket("debug", config.debug_socket),
+                 "-device", f"virtserialport,bus=vser0.0,chardev=debug,id=vdbg,"
+                 f"name={DEBUG_PORT_NAME}"]
     return argv
 
 

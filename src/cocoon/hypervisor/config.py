@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cocoon.errors import HypervisorError
+from cocoon.linux.consolewire import PORT_NAME
 
 Accel = Literal["kvm", "tcg"]
 Machine = Literal["pc", "q35", "microvm"]
@@ -23,6 +24,7 @@ MACHINES: tuple[Machine, ...] = ("pc", "q35", "microvm")
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 AGENT_PORT_NAME = "cocoon.agent"
+DEBUG_PORT_NAME = PORT_NAME  # cocoon.linux.consolewire: the guest's end reads it there too
 # Bulk stdout/stderr: port k is `cocoon.stdio.<k>` on the agent's virtio-serial device, each on
 # a unix socket of its own (docs/design.md, "Stdio ports")
 STDIO_PORT_PREFIX = "cocoon.stdio."
@@ -132,6 +134,9 @@ class VMConfig:
     agent_socket: Path | None = None
     # one virtio-serial port per socket, named STDIO_PORT_PREFIX + its index (needs the agent's)
     stdio_sockets: tuple[Path, ...] = ()
+    # the debug console's port (`cocoon.debug`, needs the agent's device): always present, so a
+    # template and its clones have the same devices; the agent serves it only when enabled
+    debug_socket: Path | None = None
     memory_backend: MemoryBackend | None = None
     shares: tuple[VirtioFsShare, ...] = ()
     nics: tuple[NetInterface, ...] = ()
@@ -185,8 +190,8 @@ class VMConfig:
     @property
     def socket_paths(self) -> tuple[Path, ...]:
         """The unix sockets QEMU listens on (QEMU creates them; stale ones must go first)."""
-        return tuple(p for p in (self.qmp_socket, self.agent_socket, *self.stdio_sockets)
-                     if p is not None)
+        return tuple(p for p in (self.qmp_socket, self.agent_socket, *self.stdio_sockets,
+                                 self.debug_socket) if p is not None)
 
 
 def validate(config: VMConfig) -> None:
@@ -255,6 +260,11 @@ def _validate_basics(config: VMConfig) -> None:
                             value=len(config.stdio_sockets))
     for index, path in enumerate(config.stdio_sockets):
         _check_socket_path(f"stdio_sockets[{index}]", path)
+    if config.debug_socket is not None:
+        if config.agent_socket is None:
+            raise VMConfigError("debug_socket", "the debug port sits on the agent's device: it "
+                                "needs agent_socket")
+        _check_socket_path("debug_socket", config.debug_socket)
 
 
 def _validate_memory(config: VMConfig) -> None:

@@ -47,7 +47,7 @@ from cocoon.runtime.options import CreateOptions
 from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.launcher import start_sandbox
-from cocoon.sandbox.layout import Layout, SandboxConfig, vm_dir_for
+from cocoon.sandbox.layout import DEBUG_CONSOLE, Layout, SandboxConfig, vm_dir_for
 from cocoon.sandbox.share import Share
 
 
@@ -151,7 +151,8 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
                                memory_mib=vm_memory_mib(spec), hostname=spec.hostname or "",
                                netns=netns_of(spec), host_network=guestspec.on_host_network(spec),
                                debug=debug, cgroup_procs=cgroup.procs_files,
-                               extra={"labels": metric_labels.from_annotations(spec.annotations)})
+                               extra={"labels": metric_labels.from_annotations(spec.annotations),
+                                      DEBUG_CONSOLE: settings().agent.debug_console})
 
         def record_vm_dir(path: Path) -> None:
             state.vm_dir = str(path)

@@ -411,6 +411,14 @@ class AgentClient:
             guest_pb2.StreamEndResponse, timeout=timeout)
         return response.bytes
 
+    # --- the debug console (cocoon.GuestAgent) --------------------------------------------------
+
+    async def enable_debug_console(self, *, timeout: float | None = QUICK_TIMEOUT) -> None:
+        """Have the agent serve `cocoon debug-console` on the VM's debug port."""
+        await self.ttrpc.call(GUEST, "EnableDebugConsole",
+                              guest_pb2.EnableDebugConsoleRequest(),
+                              guest_pb2.EnableDebugConsoleResponse, timeout=timeout)
+
     # --- metrics (cocoon.GuestAgent) ------------------------------------------------------------
 
     async def guest_stats(self, *, timeout: float | None = QUICK_TIMEOUT) -> GuestStats:

@@ -17,6 +17,9 @@ from typing import Any
 from cocoon.config import current as settings
 
 DEFAULT_VM_ROOT = Path("/run/cocoon-vm")
+# SandboxConfig.extra: whether the agent serves the debug console (agent.debug_console when the
+# sandbox was made); checked again by `cocoon debug-console`
+DEBUG_CONSOLE = "debug_console"
 
 
 def stdio_socket(directory: Path, index: int, prefix: str = "") -> Path:
@@ -77,6 +80,11 @@ class Layout:
 
     def stdio_sockets(self, count: int) -> tuple[Path, ...]:
         return tuple(self.stdio_socket(k) for k in range(count))
+
+    @property
+    def debug_socket(self) -> Path:
+        """QEMU's socket of the debug console's port (cocoon.sandbox.debugconsole)."""
+        return self.qemu_dir / "debug.sock"
 
     @property
     def virtiofs_socket(self) -> Path:

@@ -35,7 +35,7 @@ from cocoon.protocols.gen import agent_pb2, monitor_pb2
 from cocoon.runtime import sizing
 from cocoon.sandbox import confinement, pool, vmstart
 from cocoon.sandbox.agentclient import AgentClient
-from cocoon.sandbox.layout import SandboxConfig
+from cocoon.sandbox.layout import DEBUG_CONSOLE, SandboxConfig
 from cocoon.sandbox.portmirror import PortMirror
 from cocoon.sandbox.proxy import AgentProxy
 from cocoon.sandbox.share import GUEST_MOUNTPOINT, MODULES_DIR, VIRTIOFS_TAG, Share, remove_vm_dir
@@ -306,6 +306,11 @@ class Monitor:
             self._mirror_ports(None)
         elif self.config.netns not in (None, network.NEW_NAMESPACE):
             self._mirror_ports(self.config.netns)
+        if self.config.extra.get(DEBUG_CONSOLE):
+            await self.agent.enable_debug_console()
+            logger.warning("sandbox %s: the debug console is enabled (agent.debug_console)",
+                           self.id)
+            self.mark("debug console enabled")
 
     def _mirror_ports(self, netns: str | None) -> None:
         """Mirror the guest's listening ports into `netns` (None: the host's loopback)."""

@@ -147,7 +147,8 @@ def cold_config(config: SandboxConfig, boot: GuestBoot, *, shares: tuple[VirtioF
         machine=config.machine,  # type: ignore[arg-type]
         hotplug_ports=HOTPLUG_PORTS if config.machine == "q35" else 0,
         tb_size_mib=tb_size_mib(), agent_socket=layout.agent_socket,
-        stdio_sockets=layout.stdio_sockets(STDIO_PORTS), balloon=True,
+        stdio_sockets=layout.stdio_sockets(STDIO_PORTS), debug_socket=layout.debug_socket,
+        balloon=True,
         memory_backend=MemoryBackend("memfd", share=True) if shares else None,
         shares=shares, nics=nics)
 
@@ -158,5 +159,6 @@ def clone_config(layout: Layout, template: store.Template, *, memory: MemoryBack
     return build.vm_config(template.spec, name=f"cocoon-{layout.root.name}",
                            qmp_socket=layout.qmp_socket, agent_socket=layout.agent_socket,
                            stdio_sockets=layout.stdio_sockets(template.spec.stdio_ports),
+                           debug_socket=layout.debug_socket,
                            console_log=layout.console_log, memory=memory,
                            incoming_fd=state_fd)

@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from cocoon.config import current as settings
 from cocoon.errors import CocoonError, SandboxError
 from cocoon.hostcgroup import HostCgroup
 from cocoon.metrics import labels as metric_labels
@@ -28,7 +29,7 @@ from cocoon.runtime.sizing import vm_memory_mib
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import SandboxHandle, start_sandbox, stop_sandbox_async
-from cocoon.sandbox.layout import Layout, SandboxConfig
+from cocoon.sandbox.layout import DEBUG_CONSOLE, Layout, SandboxConfig
 from cocoon.sandbox.share import Share, remove_vm_dir
 from cocoon.shim.address import PodRef
 
@@ -116,7 +117,8 @@ class Pod:
                 hostname=spec.hostname or "", netns=network_namespace(spec),
                 host_network=on_host_network(spec), debug=self.debug,
                 cgroup_procs=cgroup.procs_files if cgroup is not None else (),
-                extra={"labels": metric_labels.from_annotations(spec.annotations)})
+                extra={"labels": metric_labels.from_annotations(spec.annotations),
+                       DEBUG_CONSOLE: settings().agent.debug_console})
             logger.info("pod %s: starting its VM in %s", self.id, self.home)
             self.handle = await asyncio.to_thread(start_sandbox, config)
             if self.handle.layout.root != self.home:

@@ -36,8 +36,8 @@ KEEP_FREE = 16 << 20
 
 
 def vm_config(spec: TemplateSpec, *, name: str, qmp_socket: Path, agent_socket: Path,
-              stdio_sockets: tuple[Path, ...], console_log: Path, memory: MemoryBackend,
-              **extra: Any) -> VMConfig:
+              stdio_sockets: tuple[Path, ...], debug_socket: Path, console_log: Path,
+              memory: MemoryBackend, **extra: Any) -> VMConfig:
     """The VM a template is (or a clone of it is) started as; `extra` adds the clone's parts.
     `stdio_sockets` (at least `spec.stdio_ports` of them) may differ between a template and
     its clones: the devices are the same, only QEMU's end on the host moves."""
@@ -47,7 +47,8 @@ def vm_config(spec: TemplateSpec, *, name: str, qmp_socket: Path, agent_socket: 
         memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,  # type: ignore[arg-type]
         cpu_model=spec.cpu_model, machine=spec.machine,  # type: ignore[arg-type]
         tb_size_mib=spec.tb_size_mib, agent_socket=agent_socket,
-        stdio_sockets=stdio_sockets[:spec.stdio_ports], memory_backend=memory,
+        stdio_sockets=stdio_sockets[:spec.stdio_ports],
+        debug_socket=debug_socket if spec.debug_port else None, memory_backend=memory,
         hotplug_ports=spec.hotplug_ports, balloon=spec.balloon, ignore_shared_ram=True,
         **extra)
 
@@ -140,6 +141,7 @@ async def _boot_and_save(spec: TemplateSpec, tmp: Path, work: Path,
                        qmp_socket=work / "tpl-qmp.sock", agent_socket=agent_socket,
                        stdio_sockets=tuple(stdio_socket(work, k, "tpl-")
                                            for k in range(spec.stdio_ports)),
+                       debug_socket=work / "tpl-debug.sock",
                        console_log=tmp / store.CONSOLE,
                        memory=MemoryBackend("file", tmp / store.RAM, share=True))
     vm = QemuVM(config)

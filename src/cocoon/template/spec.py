@@ -42,6 +42,7 @@ class TemplateSpec:
     tb_size_mib: int | None
     hotplug_ports: int = HOTPLUG_PORTS
     stdio_ports: int = STDIO_PORTS
+    debug_port: bool = True  # the debug console's port (cocoon.debug)
     balloon: bool = True  # virtio-balloon with free page reporting
     format: int = FORMAT
 

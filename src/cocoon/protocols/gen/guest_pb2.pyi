@@ -7,6 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EnableDebugConsoleRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EnableDebugConsoleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class BindStreamRequest(_message.Message):
     __slots__ = ("container_id", "exec_id", "stderr")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
