@@ -361,3 +361,11 @@ def test_the_runtime_options_config_path_shapes_the_pod_vm(ctrd: Containerd, lea
     assert f"{config}:2: hypervisor.vcpus: must be an integer from 1 to 64, not 0" in \
         result.stderr
     run_ctr(ctrd, "container", "delete", "cfg2")
+
+
+def test_output_written_just_before_exit_all_arrives(ctrd: Containerd, leaks: LeakCheck) -> None:
+    """5 MB written, then exit at once: every byte reaches ctr before the exit status."""
+    result = run_ctr(ctrd, "run", "--rm", "--runtime", RUNTIME, BUSYBOX, "late1", "sh", "-c",
+                     "head -c 5000000 /dev/zero | tr '\\0' x; echo END; exit 4")
+    assert result.returncode == 4, result.stderr + ctrd.log_tail()
+    assert result.stdout == "x" * 5_000_000 + "END\n"

@@ -170,3 +170,11 @@ def test_the_default_bridge_network_and_a_published_port(tmp_path: Path) -> None
                     time.sleep(0.5)
     finally:
         subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+
+
+def test_output_written_just_before_exit_all_arrives(docker: Docker) -> None:
+    """5 MB written, then exit at once: every byte reaches Docker before the exit status."""
+    result = docker("run", "--runtime", "cocoon", "--rm", "--network", "none", IMAGE,
+                    "sh", "-c", "head -c 5000000 /dev/zero | tr '\\0' x; echo END; exit 4")
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == "x" * 5_000_000 + "END\n"

@@ -267,3 +267,11 @@ def test_uidmap_runs_the_container_in_a_user_namespace(podman: Podman) -> None:
     finally:
         rm = podman("rm", "--force", name)
     assert rm.returncode == 0, rm.stderr
+
+
+def test_output_written_just_before_exit_all_arrives(podman: Podman) -> None:
+    """5 MB written, then exit at once: every byte reaches podman before the exit status."""
+    result = podman("run", "--rm", *ULIMITS, IMAGE, "sh", "-c",
+                    "head -c 5000000 /dev/zero | tr '\\0' x; echo END; exit 4")
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == "x" * 5_000_000 + "END\n"

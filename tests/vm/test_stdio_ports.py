@@ -310,3 +310,51 @@ def test_cli_exec_and_run_carry_stdout_and_stderr_intact(state_root: Path, vm_ro
     assert ran.returncode == 3, ran.stderr[-500:]
     assert ran.stdout == out
     assert ran.stderr == err
+
+
+def test_a_gigabyte_out_and_200_mb_in_checksummed(state_root: Path, vm_root: Path,
+                                                 tmp_path: Path) -> None:
+    """1 GiB through `cocoon exec`'s stdout (a 1 MiB random block from a volume, 1024 times)
+    and 200 MB of random bytes through its stdin, each checked by digest on the other side."""
+    import hashlib
+    import random
+
+    volume = tmp_path / "data"
+    volume.mkdir()
+    block = random.Random(7).randbytes(1 << 20)
+    (volume / "block").write_bytes(block)
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["mounts"].append({"destination": "/data", "type": "bind", "source": str(volume),
+                               "options": ["rbind", "ro"]})
+
+    env = run_env(vm_root)
+    cli = [COCOON, "--root", str(state_root)]
+    sleeper = make_bundle(tmp_path / "sleeper", ["sleep", "100000"], edit)
+    subprocess.run([*cli, "run", "--detach", "--bundle", str(sleeper), "gb"], env=env,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True,
+                   timeout=300)
+    try:
+        expected = hashlib.sha256()
+        for _ in range(1024):
+            expected.update(block)
+        proc = subprocess.Popen([*cli, "exec", "gb", "sh", "-c",
+                                 "i=0; while [ $i -lt 1024 ]; do cat /data/block; "
+                                 "i=$((i+1)); done"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        got = hashlib.sha256()
+        received = 0
+        while chunk := proc.stdout.read(1 << 20):
+            got.update(chunk)
+            received += len(chunk)
+        assert proc.wait(timeout=600) == 0
+        assert received == 1 << 30 and got.hexdigest() == expected.hexdigest()
+
+        data = random.Random(13).randbytes(200 * MB)
+        result = subprocess.run([*cli, "exec", "gb", "md5sum"], env=env, input=data,
+                                capture_output=True, timeout=600, check=False)
+        assert result.returncode == 0, result.stderr[-500:]
+        assert result.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
+    finally:
+        subprocess.run([*cli, "delete", "--force", "gb"], env=env, timeout=300, check=False)

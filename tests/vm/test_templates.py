@@ -60,6 +60,20 @@ def start(started: list[GuestSandbox], vm_root: Path, name: str, **config: Any
     return sandbox
 
 
+def start_clone(started: list[GuestSandbox], vm_root: Path, name: str, **config: Any
+                ) -> GuestSandbox:
+    """A sandbox restored from the template. A clone that fails falls back to a cold boot (its
+    monitor logs why); on a host loaded enough for that, a second start is tried before the
+    test gives up, since what it checks needs a clone."""
+    for attempt in range(2):
+        sandbox = start(started, vm_root, f"{name}-{attempt}", **config)
+        if sandbox.info["started_from"].startswith("template"):
+            return sandbox
+        log = sandbox.layout.monitor_log.read_text(errors="replace")[-1500:]
+        sandbox.stop()
+    raise AssertionError(f"{name}: twice a cold boot instead of a clone: {log}")
+
+
 def templates(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -136,10 +150,9 @@ def test_a_clones_qemu_cannot_reach_its_template_or_another_clone(
     """Each clone's QEMU is a user of its own holding a private copy of the template's RAM
     (with a share or without): from where and as it runs, the template's files, the other
     clone's directory and the host's files cannot be read, and the template stays root's."""
-    first = start(sandboxes, vm_root, "user1")
+    first = start_clone(sandboxes, vm_root, "user1")
     # ready means restored, resumed and answered by its agent
-    second = start(sandboxes, vm_root, "user2", share=False)
-    assert first.info["started_from"] == second.info["started_from"]
+    second = start_clone(sandboxes, vm_root, "user2", share=False)
     name = templates(template_dir)[0]
     ram = template_dir / name / store.RAM
     for sandbox, other in ((first, second), (second, first)):
