@@ -14,6 +14,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 
+from cocoon.errors import SandboxError
 from cocoon.oci.state import StateStore
 from cocoon.sandbox.layout import Layout
 
@@ -37,8 +38,13 @@ def locked(layout: Layout) -> Iterator[None]:
 
 
 def add(layout: Layout, container_id: str) -> None:
-    (layout.root / USERS).mkdir(exist_ok=True, mode=0o700)
-    (layout.root / USERS / container_id).touch()
+    try:
+        (layout.root / USERS).mkdir(exist_ok=True, mode=0o700)
+        (layout.root / USERS / container_id).touch()
+    except FileNotFoundError as err:
+        # its monitor died and took the directory with it (QEMU killed as the VM was handed over)
+        raise SandboxError(f"container {container_id}: its VM is gone ({layout.root} was "
+                           "removed as it started)", vm_dir=str(layout.root)) from err
 
 
 def remove(layout: Layout, container_id: str) -> None:

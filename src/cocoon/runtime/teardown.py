@@ -72,6 +72,8 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
     # anyone's by now
     shims = [(pid, start) for pid, start in state.shims() if pid != os.getpid()
              and is_ours(pid, start)]
+    # read now, while the shims live: once the guest process is killed below they exit
+    namespaces = {ns for ns in (mount_namespace(pid) for pid, _ in shims) if ns}
     if layout.monitor_socket.exists() and not exited \
             and state.current_status() is not Status.STOPPED:
         with contextlib.suppress(CocoonError, OSError):
@@ -89,7 +91,6 @@ async def _teardown(store: StateStore, state: ContainerState, exited: bool = Fal
             sharing.remove(layout, state.id)
         else:
             await stop_sandbox_async(layout, grace=STOP_GRACE)
-    namespaces = {ns for ns in (mount_namespace(pid) for pid, _ in shims) if ns}
     namespaces.discard(mount_namespace(os.getpid()))  # a shim that could not make its own
     for pid, start in shims:
         kill_quietly(pid, start)

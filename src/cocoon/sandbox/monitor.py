@@ -646,9 +646,16 @@ async def run(config: SandboxConfig, ready_fd: int | None,
         await monitor.boot()
     except (CocoonError, OSError) as err:
         logger.error("sandbox %s failed to start: %s", config.sandbox_id, err)
+        # a pool member that failed on its own (not stopped) is replaced, a bounded number of
+        # times: nobody else would refill the pool before the next sandbox starts
+        again = pool.replacement(monitor.layout, config) \
+            if pool_template is not None and monitor.stop_reason is None else None
         monitor.request_stop(str(err))
         await monitor.teardown(grace=0.5)
         _report(ready_fd, {"ok": False, "error": str(err)})
+        if again is not None:
+            logger.info("pool: started %d member(s) in place of %s", again(),
+                        config.sandbox_id)
         return 1
     except BaseException as err:
         logger.exception("sandbox %s failed to start", config.sandbox_id)

@@ -375,6 +375,26 @@ def start_from_pool(config: SandboxConfig, on_vm_dir: Callable[[Path], None] | N
     return claimed
 
 
+MEMBER_RETRIES = 2  # replacements started in a row for members that failed to start
+ATTEMPT = "pool_attempt"  # SandboxConfig.extra: how many members failed before this one
+
+
+def replacement(layout: Layout, config: SandboxConfig) -> Callable[[], int] | None:
+    """For a member that failed to start (a clone's agent too slow on a loaded host): what
+    starts another in its place, at most MEMBER_RETRIES times in a row; None when that budget
+    is spent or the member's marker is unreadable. Read before the member's directory goes."""
+    attempt = int(config.extra.get(ATTEMPT, 0))
+    if attempt >= MEMBER_RETRIES:
+        return None
+    try:
+        marker = json.loads((layout.root / MARKER).read_text())
+        template, cost = str(marker["template"]), int(marker["cost_mib"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    shape = replace(config, extra={**config.extra, ATTEMPT: attempt + 1})
+    return lambda: refill(template, shape, cost)
+
+
 def refill_for(config: SandboxConfig) -> None:
     """After a sandbox started without the pool: fill the pool for the next ones (with
     pending members when the template is missing: it failed to build, or is being built)."""

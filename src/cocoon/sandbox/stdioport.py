@@ -95,7 +95,7 @@ class PortStream:
                     self.total = end.result()
                     continue
                 if count == 0:
-                    logger.warning("%s: the VM closed stdio port %d after %d bytes", self.name,
+                    logger.info("%s: the VM closed stdio port %d after %d bytes", self.name,
                                    self._port, self.received)
                     return
                 self.received += count
