@@ -22,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from cocoon.guest import assets
@@ -191,6 +192,13 @@ class Containerd:
     def import_image(self, archive: Path, namespace: str = "default") -> None:
         self.ctr("image", "import", str(archive), namespace=namespace)
 
+    def checked(self) -> Iterator[LeakCheck]:
+        """A leak check around one test (a fixture yields from this)."""
+        check = self.leak_check()
+        yield check
+        report = check.check()
+        assert not report, f"left behind: {report}"
+
     def leak_check(self) -> LeakCheck:
         return LeakCheck(private=[self.vm_dir, self.socket_dir])
 
@@ -208,3 +216,14 @@ class Containerd:
         check = LeakCheck(private=[self.vm_dir, self.socket_dir])
         check._baseline_procs = set()  # everything tied to our dirs counts, old or new
         return check.check(settle=15.0)
+
+
+def busybox_containerd() -> Iterator[Containerd]:
+    """A started private containerd with the busybox image, for a module (a fixture yields
+    from this); everything it left is reported when it closes."""
+    c = Containerd()
+    c.start()
+    c.import_image(write_image(c.base / "busybox.tar", BUSYBOX))
+    yield c
+    report = c.close()
+    assert not report, f"left behind at teardown: {report}"

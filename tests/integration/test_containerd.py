@@ -28,6 +28,7 @@ from tests.integration.containerd_env import (
     RUNTIME,
     SHIM_BIN,
     Containerd,
+    busybox_containerd,
     write_image,
 )
 from tests.integration.ptydriver import PtySession
@@ -50,20 +51,12 @@ def leak_check() -> None:
 
 @pytest.fixture(scope="module")
 def ctrd() -> Iterator[Containerd]:
-    c = Containerd()
-    c.start()
-    c.import_image(write_image(c.base / "busybox.tar", BUSYBOX))
-    yield c
-    report = c.close()
-    assert not report, f"left behind at teardown: {report}"
+    yield from busybox_containerd()
 
 
 @pytest.fixture
 def leaks(ctrd: Containerd) -> Iterator[LeakCheck]:
-    check = ctrd.leak_check()
-    yield check
-    report = check.check()
-    assert not report, f"left behind: {report}"
+    yield from ctrd.checked()
 
 
 class Events:

@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.framework.leaks import LeakCheck
-from tests.integration.containerd_env import BUSYBOX, RUNTIME, Containerd, write_image
+from tests.integration.containerd_env import (
+    BUSYBOX,
+    RUNTIME,
+    Containerd,
+    busybox_containerd,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm,
               pytest.mark.skipif(shutil.which("containerd") is None or shutil.which("ctr") is None,
@@ -36,20 +41,12 @@ def leak_check() -> None:
 
 @pytest.fixture(scope="module")
 def ctrd() -> Iterator[Containerd]:
-    c = Containerd()
-    c.start()
-    c.import_image(write_image(c.base / "busybox.tar", BUSYBOX))
-    yield c
-    report = c.close()
-    assert not report, f"left behind at teardown: {report}"
+    yield from busybox_containerd()
 
 
 @pytest.fixture
 def leaks(ctrd: Containerd) -> Iterator[LeakCheck]:
-    check = ctrd.leak_check()
-    yield check
-    report = check.check()
-    assert not report, f"left behind: {report}"
+    yield from ctrd.checked()
 
 
 def ctr(ctrd: Containerd, *args: str) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.launcher import start_sandbox, stop_sandbox
 from cocoon.sandbox.layout import SandboxConfig
 from cocoon.sandbox.share import Share
+from tests.framework.leaks import LeakCheck
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -57,6 +58,22 @@ SpecEdit = Callable[[dict[str, Any]], None]
 def short_tmpdir(prefix: str) -> Path:
     """A short directory under /tmp: unix socket paths below it must stay under 108 bytes."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def module_sandbox(prefix: str, memory_mib: int = 256) -> Iterator[GuestSandbox]:
+    """One VM for a test module (a module-scoped fixture yields from this), in a private VM
+    root that is checked for leaks when the VM stops."""
+    vm_root = short_tmpdir(prefix)
+    check = LeakCheck(private=[vm_root])
+    box = GuestSandbox(vm_root, memory_mib=memory_mib)
+    try:
+        box.start()
+        yield box
+    finally:
+        box.stop()
+        left = check.check()
+        shutil.rmtree(vm_root, ignore_errors=True)
+        assert not left, f"the module left behind: {left}"
 
 
 def container_spec(args: Sequence[str], edit: SpecEdit | None = None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from cocoon.oci import convert
 from cocoon.oci.spec import LinuxResources, Process
 from cocoon.protocols.gen import agent_pb2
 from cocoon.ttrpc.status import StatusCode
-from tests.framework.leaks import LeakCheck
-from tests.vm.container_kit import GuestSandbox, container_spec, short_tmpdir
+from tests.vm.container_kit import GuestSandbox, container_spec, module_sandbox
 
 pytestmark = pytest.mark.vm
 
@@ -33,17 +31,7 @@ pytestmark = pytest.mark.vm
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[GuestSandbox]:
     """One VM for the module, in a private VM root that is checked for leaks at the end."""
-    vm_root = short_tmpdir("cks")
-    check = LeakCheck(private=[vm_root])
-    box = GuestSandbox(vm_root, memory_mib=256)
-    try:
-        box.start()
-        yield box
-    finally:
-        box.stop()
-        left = check.check()
-        shutil.rmtree(vm_root, ignore_errors=True)
-        assert not left, f"the module left behind: {left}"
+    yield from module_sandbox("cks")
 
 
 def facts(text: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -28,15 +27,14 @@ from cocoon.sandbox.agentclient import StreamPort
 from cocoon.sandbox.client import SandboxClient
 from cocoon.sandbox.relay import ProcessRelay, Stdio
 from cocoon.template.spec import STDIO_PORTS
-from tests.framework.leaks import LeakCheck
 from tests.vm.container_kit import (
     COCOON,
     GuestSandbox,
     container_spec,
     make_bundle,
+    module_sandbox,
     run_env,
     run_foreground,
-    short_tmpdir,
 )
 
 pytestmark = pytest.mark.vm
@@ -46,17 +44,7 @@ MB = 1_000_000
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[GuestSandbox]:
-    vm_root = short_tmpdir("csp")
-    check = LeakCheck(private=[vm_root])
-    box = GuestSandbox(vm_root, memory_mib=256)
-    try:
-        box.start()
-        yield box
-    finally:
-        box.stop()
-        left = check.check()
-        shutil.rmtree(vm_root, ignore_errors=True)
-        assert not left, f"the module left behind: {left}"
+    yield from module_sandbox("csp")
 
 
 class Sink:
