@@ -24,7 +24,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cocoon.errors import RPCError
 from cocoon.sandbox.agentclient import AgentClient
@@ -112,7 +112,7 @@ class StdinPort:
     @staticmethod
     async def _unless_ended(step: Awaitable[T], end: asyncio.Future[int]) -> T:
         task = asyncio.ensure_future(step)
-        waiting: set[asyncio.Future[object]] = {task, end}  # type: ignore[arg-type]
+        waiting: set[asyncio.Future[Any]] = {task, end}
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
