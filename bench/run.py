@@ -12,7 +12,9 @@ a change in the host's load touches both alike):
   byte to the end of the stream (the boot is not counted; busybox `head` is no producer here:
   it manages about 11 MB/s under TCG on its own, dd about 100 MB/s);
 - stdin: `cocoon run` of `sh -c 'echo ready; wc -c'`: N bytes written once the container said
-  ready, over the time until `wc` reports the count (so all of it reached the container).
+  ready, over the time until `wc` reports the count (so all of it reached the container);
+  busybox `wc` is a slow reader under TCG, so the same with `cat > /dev/null` (until it says
+  done) and, beside them, `dd | wc -c` inside the container (what `wc` reads at on its own).
 
 Run: .venv/bin/python bench/run.py [--runs 3] [--stdout-mib 200] [--stdin-mb 20] [--json]
 """
@@ -115,9 +117,17 @@ def stdout_rate(place: Place, size: int) -> tuple[int, float]:
     return received, last - first
 
 
-def stdin_rate(place: Place, size: int) -> tuple[int, float]:
-    """Bytes sent and seconds from the first write to the container's count of them."""
-    place.set_args(["sh", "-c", "echo ready; wc -c"])
+READERS = {  # the container's stdin reader, and what it prints at the end
+    "wc": ("wc -c", None),
+    "cat": ("cat > /dev/null; echo done", b"done"),
+}
+
+
+def stdin_rate(place: Place, size: int, reader: str = "wc") -> tuple[int, float]:
+    """Bytes sent and seconds from the first write to the container's last line (its count
+    of them for `wc`, `done` once `cat` has read to the end)."""
+    script, last = READERS[reader]
+    place.set_args(["sh", "-c", f"echo ready; {script}"])
     with running(subprocess.Popen(place.command("bench-in"), env=place.env(),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)) as proc:
@@ -137,10 +147,26 @@ def stdin_rate(place: Place, size: int) -> tuple[int, float]:
         count = _read_line(out_fd)
         elapsed = time.monotonic() - started
         _, err = proc.communicate(timeout=TIMEOUT)
-    if proc.returncode != 0 or count.strip() != str(size).encode():
+    if proc.returncode != 0 or count.strip() != (last or str(size).encode()):
         raise SystemExit(f"stdin run failed ({proc.returncode}, count {count!r}): "
                          f"{err.decode(errors='replace').strip()}")
     return sent, elapsed
+
+
+def guest_wc_rate(place: Place, size: int) -> float:
+    """MB/s of `dd | wc -c` inside the container: what `wc` itself reads at."""
+    blocks = size // (64 << 10)
+    place.set_args(["sh", "-c", "a=$(cut -d' ' -f1 /proc/uptime); "
+                    f"dd if=/dev/zero bs=64k count={blocks} 2>/dev/null | wc -c >/dev/null; "
+                    "b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"])
+    result = subprocess.run(place.command("bench-wc"), env=place.env(), timeout=TIMEOUT,
+                            stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    try:
+        began, ended = (float(x) for x in result.stdout.split())
+    except ValueError:
+        raise SystemExit(f"in-guest wc run failed ({result.returncode}): "
+                         f"{result.stderr.decode(errors='replace').strip()}") from None
+    return blocks * (64 << 10) / MB / max(ended - began, 0.01)
 
 
 def _read_line(fd: int) -> bytes:
@@ -171,6 +197,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             colds.append(cold_run_seconds(place, f"bench-true-{index}"))
         out_bytes, out_seconds = stdout_rate(place, args.stdout_mib << 20)
         in_bytes, in_seconds = stdin_rate(place, args.stdin_mb * MB)
+        cat_bytes, cat_seconds = stdin_rate(place, args.stdin_mb * MB, "cat")
+        wc_guest = guest_wc_rate(place, args.stdin_mb * MB)
     finally:
         stop_leftovers(place.vm_root)
         shutil.rmtree(base, ignore_errors=True)
@@ -184,6 +212,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "stdout_mb_per_s": round(out_bytes / MB / out_seconds, 1),
         "stdin_mb": in_bytes / MB, "stdin_s": round(in_seconds, 3),
         "stdin_mb_per_s": round(in_bytes / MB / in_seconds, 1),
+        "stdin_cat_mb_per_s": round(cat_bytes / MB / cat_seconds, 1),
+        "guest_wc_mb_per_s": round(wc_guest, 1),
     }
 
 
@@ -207,7 +237,9 @@ def main() -> None:
     print(f"stdout: {result['stdout_mb']:.0f} MB in {result['stdout_s']:.2f} s = "
           f"{result['stdout_mb_per_s']} MB/s")
     print(f"stdin:  {result['stdin_mb']:.0f} MB in {result['stdin_s']:.2f} s = "
-          f"{result['stdin_mb_per_s']} MB/s")
+          f"{result['stdin_mb_per_s']} MB/s (`wc -c` reads; in the guest `dd | wc -c` "
+          f"{result['guest_wc_mb_per_s']} MB/s)")
+    print(f"stdin, `cat > /dev/null` reads: {result['stdin_cat_mb_per_s']} MB/s")
 
 
 if __name__ == "__main__":

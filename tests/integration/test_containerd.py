@@ -8,9 +8,11 @@ socket or VM directory of this containerd's may be left.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -161,11 +163,29 @@ def test_run_prints_output_propagates_exit_code_in_guest_kernel(ctrd: Containerd
 
 
 def test_stdin_arrives_whole_before_its_end(ctrd: Containerd, leaks: LeakCheck) -> None:
-    # ctr closes the fifo and calls CloseIO while data is still on its way to the guest
-    data = "0123456789" * 200_000
+    """20 MB through `ctr run` and `ctr task exec` (a stdio port each, WriteStdin when none is
+    free), checked by digest: ctr closes the fifo and calls CloseIO while data is still on its
+    way to the guest, and the end of file must come after all of it."""
+    data = random.Random(5).randbytes(10_000_000).hex()
+    digest = hashlib.md5(data.encode()).hexdigest()
     result = run_ctr(ctrd, "run", "--rm", "--runtime", RUNTIME, BUSYBOX, "stdin1",
-                     "sh", "-c", "wc -c", input=data)
-    assert (result.returncode, result.stdout.strip()) == (0, str(len(data))), result.stderr
+                     "sh", "-c", "md5sum; exit 6", input=data)
+    assert result.returncode == 6, result.stderr + ctrd.log_tail()
+    assert result.stdout.split()[0] == digest
+    started = run_ctr(ctrd, "run", "-d", "--runtime", RUNTIME, BUSYBOX, "stdin2",
+                      "sleep", "1000")
+    assert started.returncode == 0, started.stderr + ctrd.log_tail()
+    try:
+        exe = run_ctr(ctrd, "task", "exec", "--exec-id", "in1", "stdin2", "md5sum", input=data)
+        assert exe.returncode == 0, exe.stderr + ctrd.log_tail()
+        assert exe.stdout.split()[0] == digest
+    finally:
+        run_ctr(ctrd, "task", "kill", "-s", "SIGKILL", "stdin2")
+        deadline = time.monotonic() + 30
+        while task_status(ctrd, "stdin2") == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run_ctr(ctrd, "task", "delete", "stdin2")
+        run_ctr(ctrd, "container", "delete", "stdin2")
 
 
 def test_a_bad_command_fails_in_one_line_and_leaves_nothing(ctrd: Containerd,

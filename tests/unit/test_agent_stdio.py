@@ -106,3 +106,36 @@ async def _stdin_roundtrip() -> tuple[int, bytes]:
 def test_stdin_writes_everything_then_closes() -> None:
     written, _ = asyncio.run(_stdin_roundtrip())
     assert written == 1 << 20
+
+
+def test_a_detached_stdin_hands_over_after_the_writes_asked_before() -> None:
+    """`detach` waits for the writes already asked for, then gives the descriptor away: later
+    writes fail as on a closed stdin, and `close()` tells the new owner instead."""
+
+    async def scenario() -> tuple[bytes, list[str], bool]:
+        read_fd, write_fd = os.pipe()
+        stream = InputStream(write_fd)
+        big = PAYLOAD * 2  # more than the pipe holds: the write waits for the reader
+        writing = asyncio.create_task(stream.write(big))
+        await asyncio.sleep(0)
+        closed: list[str] = []
+        detaching = asyncio.create_task(stream.detach(lambda: closed.append("told")))
+        await asyncio.sleep(0.1)
+        pending = detaching.done()
+        received = bytearray()
+        while len(received) < len(big):
+            received += await asyncio.to_thread(os.read, read_fd, 1 << 16)
+        await writing
+        handed = await detaching
+        assert handed == write_fd
+        with pytest.raises(BrokenPipeError):
+            await stream.write(b"late")
+        stream.close()
+        os.close(handed)
+        os.close(read_fd)
+        return bytes(received), closed, pending
+
+    received, closed, pending = asyncio.run(scenario())
+    assert not pending, "detached while a write was still on its way"
+    assert received == PAYLOAD * 2
+    assert closed == ["told"]

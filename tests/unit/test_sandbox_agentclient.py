@@ -182,6 +182,15 @@ CASES = [
     Case("stream_end", lambda a: a.stream_end("c1", "e1", False), GUEST, "StreamEnd",
          guest_pb2.StreamEndRequest(container_id="c1", exec_id="e1"),
          guest_pb2.StreamEndResponse(bytes=1 << 40), 1 << 40, waits=True),
+    Case("stream_end", lambda a: a.stream_end("c1", "e1", False, stdin=True), GUEST,
+         "StreamEnd", guest_pb2.StreamEndRequest(container_id="c1", exec_id="e1", stdin=True),
+         guest_pb2.StreamEndResponse(), 0, waits=True),
+    Case("bind_stdin", lambda a: a.bind_stdin("c1", "e1"), GUEST, "BindStdin",
+         guest_pb2.BindStdinRequest(container_id="c1", exec_id="e1"),
+         guest_pb2.BindStreamResponse(bound=True, port=7, token=b"s" * 16),
+         agentclient.StreamPort(7, b"s" * 16)),
+    Case("bind_stdin", lambda a: a.bind_stdin("c1", ""), GUEST, "BindStdin",
+         guest_pb2.BindStdinRequest(container_id="c1"), guest_pb2.BindStreamResponse(), None),
 ]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from cocoon.agent import checkpoint, debugconsole, gueststats, ports, stdioports, trim, warmup
 from cocoon.agent.container import ContainerError
 from cocoon.agent.service import AgentService
-from cocoon.agent.stdio import OutputStream
+from cocoon.agent.stdinport import StdinBinding
+from cocoon.agent.stdio import InputStream, OutputStream
 from cocoon.protocols.gen import guest_pb2
 from cocoon.ttrpc.server import CallContext
 from cocoon.ttrpc.status import StatusCode
@@ -76,12 +77,37 @@ class GuestAgentService:
 
     async def StreamEnd(self, request: guest_pb2.StreamEndRequest,
                         ctx: CallContext) -> guest_pb2.StreamEndResponse:
-        stream = self._stream(request.container_id, request.exec_id, request.stderr)
-        binding = self.stdio_ports.binding(stream)
+        binding: stdioports.Binding | StdinBinding | None
+        if request.stdin:
+            binding = self.stdio_ports.stdin_binding(
+                self._stdin(request.container_id, request.exec_id))
+        else:
+            binding = self.stdio_ports.binding(
+                self._stream(request.container_id, request.exec_id, request.stderr))
         if binding is None:
             raise ContainerError(StatusCode.FAILED_PRECONDITION, "the stream is not bound")
         await binding.ended.wait()
         return guest_pb2.StreamEndResponse(bytes=binding.written)
+
+    def _stdin(self, container_id: str, exec_id: str) -> InputStream:
+        process = self.agent.state.container(container_id).process(exec_id)
+        if process.stdin is None or process.terminal:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION,
+                                 f"{container_id}/{exec_id or 'init'}: no stdin to bind "
+                                 "(a terminal's input stays on WriteStdin)")
+        return process.stdin
+
+    async def BindStdin(self, request: guest_pb2.BindStdinRequest,
+                        ctx: CallContext) -> guest_pb2.BindStreamResponse:
+        stdin = self._stdin(request.container_id, request.exec_id)
+        if stdin.detached:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION, "stdin is already bound")
+        if stdin.fd is None:
+            raise ContainerError(StatusCode.FAILED_PRECONDITION, "stdin is closed")
+        binding = await self.stdio_ports.bind_stdin(stdin, self.agent.state.reaper)
+        if binding is None:
+            return guest_pb2.BindStreamResponse(bound=False)
+        return guest_pb2.BindStreamResponse(bound=True, port=binding.port, token=binding.token)
 
     # --- checkpoint and restore (agent/checkpoint.py) ----------------------------------------
 

@@ -121,13 +121,29 @@ class OutputStream:
 
 
 class InputStream:
-    """Writes to a non-blocking descriptor, waiting for room; `close()` gives the reader EOF."""
+    """Writes to a non-blocking descriptor, waiting for room; `close()` gives the reader EOF.
+
+    Bulk stdin can instead be handed to a stdio port (`detach`, `cocoon.agent.stdinport`).
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
         os.set_blocking(fd, False)
         self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
+        self.detached = False
+        self._on_close: Callable[[], None] | None = None
+
+    async def detach(self, on_close: Callable[[], None]) -> int | None:
+        """Hand over the descriptor (None once closed) after the writes already asked for;
+        from here on `write` fails as on a closed stdin, and `close()` calls `on_close`."""
+        if self.detached:
+            raise RuntimeError("stdin is already detached")
+        self.detached = True
+        async with self._lock:
+            fd, self.fd = self.fd, None
+            self._on_close = on_close
+        return fd
 
     async def write(self, data: bytes) -> int:
         async with self._lock:
@@ -158,6 +174,9 @@ class InputStream:
                 self._loop.remove_writer(self.fd)
 
     def close(self) -> None:
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

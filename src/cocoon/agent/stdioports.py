@@ -23,6 +23,9 @@ the port bound again) gets nothing of another stream. A host that hangs up befor
 relay killed) ends the binding: the pipe is closed, and the container's writer gets EPIPE as
 from a pipe whose reader went away. A port is free again once its stream ended (end of file
 spliced, the host gone, or the process closed) and no host is connected.
+
+A process's stdin can be bound to a port too (`cocoon.agent.stdinport`): the same ports, the
+same token, the other direction.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cocoon.agent.stdio import OutputStream
+from cocoon.agent.portwait import HOST_POLL, TOKEN_SIZE, await_token, events, ready
+from cocoon.agent.process import Reaper
+from cocoon.agent.stdinport import StdinBinding
+from cocoon.agent.stdio import InputStream, OutputStream
 
 logger = logging.getLogger("cocoon.agent.stdioports")
 
@@ -47,8 +53,6 @@ PORTS_DIR = Path("/sys/class/virtio-ports")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 256 << 10  # 64 KiB moved 75 MB/s in the spike, 256 KiB 150-210, 1 MiB 150-190
 SPLICE_LEN = 1 << 30  # more than any pipe holds (see the module docstring)
-TOKEN_SIZE = 16
-HOST_POLL = 0.02  # seconds between looks for a host (POLLHUP cannot be waited for)
 
 
 def find_ports(ports_dir: Path = PORTS_DIR) -> dict[int, Path]:
@@ -65,28 +69,6 @@ def find_ports(ports_dir: Path = PORTS_DIR) -> dict[int, Path]:
         if name.startswith(PORT_PREFIX) and index.isdigit():
             found[int(index)] = Path("/dev") / entry.name
     return found
-
-
-def _events(fd: int) -> int:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLOUT)
-    return sum(ev for _, ev in poller.poll(0))
-
-
-async def _ready(fd: int, write: bool) -> None:
-    """Wait until the loop reports `fd` readable (or writable); a hang-up wakes it too."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    (loop.add_writer if write else loop.add_reader)(fd, wake)
-    try:
-        await ready
-    finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
 class HostGone(Exception):
@@ -131,37 +113,18 @@ class Binding:
             self.pipe = None
 
     async def _await_host(self) -> None:
-        """Until a connected host has written this binding's token."""
-        got = b""
-        while True:
-            events = _events(self.port_fd)
-            if events & select.POLLHUP:
-                got = b""  # a host that hung up mid-token proves nothing
-                await asyncio.sleep(HOST_POLL)
-                continue
-            if not events & select.POLLIN:
-                await _ready(self.port_fd, write=False)
-                continue
-            try:
-                got += os.read(self.port_fd, TOKEN_SIZE - len(got))
-            except BlockingIOError:
-                continue
-            if len(got) < TOKEN_SIZE:
-                continue
-            if got == self.token:
-                self.connected = True
-                return
-            got = b""  # a token of an earlier binding of this port: its host gets nothing
+        await await_token(self.port_fd, self.token)
+        self.connected = True
 
     async def _writable(self) -> None:
         while True:
-            events = _events(self.port_fd)
-            if events & select.POLLOUT:
+            seen = events(self.port_fd)
+            if seen & select.POLLOUT:
                 return
-            if events & select.POLLHUP:
+            if seen & select.POLLHUP:
                 raise HostGone()
             else:
-                await _ready(self.port_fd, write=True)
+                await ready(self.port_fd, write=True)
 
     async def _send_pending(self) -> None:
         view = memoryview(self.pending)
@@ -186,12 +149,12 @@ class Binding:
             if moved:
                 self.written += moved
                 continue
-            events = _events(self.pipe)
-            if events & select.POLLIN:
+            seen = events(self.pipe)
+            if seen & select.POLLIN:
                 continue  # data arrived after the splice looked
-            if events & select.POLLHUP:
+            if seen & select.POLLHUP:
                 return  # end of file, everything moved
-            await _ready(self.pipe, write=False)
+            await ready(self.pipe, write=False)
 
 
 class StdioPorts:
@@ -201,9 +164,11 @@ class StdioPorts:
         self.ports_dir = ports_dir
         self._devices: dict[int, Path] | None = None
         self._fds: dict[int, int] = {}
-        self._busy: dict[int, Binding] = {}
+        self._busy: dict[int, Binding | StdinBinding] = {}
         # a stream's binding outlives the port's (StreamEnd may come after the port is free)
         self._by_stream: weakref.WeakKeyDictionary[OutputStream, Binding] = \
+            weakref.WeakKeyDictionary()
+        self._by_stdin: weakref.WeakKeyDictionary[InputStream, StdinBinding] = \
             weakref.WeakKeyDictionary()
 
     def _free(self) -> list[int]:
@@ -244,6 +209,29 @@ class StdioPorts:
     def binding(self, stream: OutputStream) -> Binding | None:
         return self._by_stream.get(stream)
 
+    async def bind_stdin(self, stream: InputStream, reaper: Reaper) -> StdinBinding | None:
+        """Feed `stream` from a free port (`cocoon.agent.stdinport`); None if none is free."""
+        if stream.detached:
+            raise ValueError("a stdin already bound")
+        for index in self._free():
+            fd = self._open(index)
+            if fd is None:
+                continue
+            binding = StdinBinding(index, fd, None, reaper)
+            self._busy[index] = binding  # taken before the wait below
+            try:
+                binding.pipe = await stream.detach(binding.stop)
+            except BaseException:
+                self._busy.pop(index, None)
+                raise
+            self._by_stdin[stream] = binding
+            binding.task = asyncio.get_running_loop().create_task(self._serve(binding))
+            return binding
+        return None
+
+    def stdin_binding(self, stream: InputStream) -> StdinBinding | None:
+        return self._by_stdin.get(stream)
+
     def release(self, stream: OutputStream) -> None:
         """The process is gone: stop moving its stream (the port frees once the host left)."""
         binding = self._by_stream.get(stream)
@@ -253,14 +241,14 @@ class StdioPorts:
             if binding.task is not None:
                 binding.task.cancel()
 
-    async def _serve(self, binding: Binding) -> None:
+    async def _serve(self, binding: Binding | StdinBinding) -> None:
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await binding.run()
             binding.close_pipe()
             binding.ended.set()
             # a host still connected may be reading the last bytes, or be the binding's
-            while not _events(binding.port_fd) & select.POLLHUP:
+            while not events(binding.port_fd) & select.POLLHUP:
                 await asyncio.sleep(HOST_POLL * 5)
         finally:
             self._busy.pop(binding.port, None)

@@ -396,6 +396,10 @@ class AgentClient:
         response = await self.ttrpc.call(GUEST, "BindStream", guest_pb2.BindStreamRequest(
             container_id=container_id, exec_id=exec_id, stderr=stderr),
             guest_pb2.BindStreamResponse, timeout=timeout)
+        return self._stream_port(response)
+
+    @staticmethod
+    def _stream_port(response: guest_pb2.BindStreamResponse) -> StreamPort | None:
         if not response.bound:
             return None
         if response.port >= MAX_STDIO_PORTS or len(response.token) != STDIO_TOKEN_SIZE:
@@ -404,12 +408,21 @@ class AgentClient:
         return StreamPort(response.port, response.token)
 
     async def stream_end(self, container_id: str, exec_id: str, stderr: bool, *,
-                         timeout: float | None = None) -> int:
-        """Once the bound stream ended: the bytes the guest wrote to its port."""
+                         stdin: bool = False, timeout: float | None = None) -> int:
+        """Once the bound stream ended: the bytes the guest wrote to its port (0 for stdin:
+        its copy ended, and the host stops sending)."""
         response = await self.ttrpc.call(GUEST, "StreamEnd", guest_pb2.StreamEndRequest(
-            container_id=container_id, exec_id=exec_id, stderr=stderr),
+            container_id=container_id, exec_id=exec_id, stderr=stderr, stdin=stdin),
             guest_pb2.StreamEndResponse, timeout=timeout)
         return response.bytes
+
+    async def bind_stdin(self, container_id: str, exec_id: str, *,
+                         timeout: float | None = QUICK_TIMEOUT) -> StreamPort | None:
+        """Feed the process's stdin from a stdio port; None if none is free."""
+        response = await self.ttrpc.call(GUEST, "BindStdin", guest_pb2.BindStdinRequest(
+            container_id=container_id, exec_id=exec_id), guest_pb2.BindStreamResponse,
+            timeout=timeout)
+        return self._stream_port(response)
 
     # --- the debug console (cocoon.GuestAgent) --------------------------------------------------
 

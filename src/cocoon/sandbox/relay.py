@@ -4,7 +4,8 @@ This is the body of the per-process shim (and of `cocoon run` and `cocoon exec` 
 foreground). Output without a terminal goes through a stdio port when the VM has one free
 (`cocoon.sandbox.stdioport`); otherwise it is pulled with ReadStdout/ReadStderr until the guest
 reports end of stream;
-stdin is pushed with WriteStdin and closed with CloseStdin at end of file; every catchable
+stdin goes through a stdio port too, or is pushed with WriteStdin and closed with CloseStdin
+(`cocoon.sandbox.stdinport`); every catchable
 signal the host process receives goes to the guest process; the result is the guest process's
 exit status in the shell's form (128 + n for a signal).
 """
@@ -30,7 +31,8 @@ from pathlib import Path
 from cocoon.config import current as settings
 from cocoon.errors import CocoonError, RPCError
 from cocoon.sandbox.agentclient import AgentClient
-from cocoon.sandbox.stdinpipe import STDIN_CHUNK, write_pipelined
+from cocoon.sandbox.stdinpipe import STDIN_CHUNK
+from cocoon.sandbox.stdinport import deliver_stdin
 from cocoon.sandbox.stdioport import PortStream
 from cocoon.ttrpc.status import StatusCode
 
@@ -116,6 +118,7 @@ class ProcessRelay:
         self._loop = asyncio.get_event_loop()
         self._signals: list[int] = []
         self.port_streams: list[PortStream] = []
+        self.stdin_port: int | None = None  # the stdio port stdin went through, if one
 
     # --- output ----------------------------------------------------------------------------
 
@@ -159,8 +162,9 @@ class ProcessRelay:
                 data_source = self._blocking_reads(fd)
             else:
                 data_source = self._stream_reads(reader)
-            await self._write_pipelined(data_source)
-            await self.agent.close_stdin(self.cid, self.eid)
+            sockets = None if self.stdio.terminal else self.stdio_sockets
+            await deliver_stdin(self.agent, self.cid, self.eid, data_source, sockets,
+                                self._stdin_bound)
         except RPCError as err:
             if err.code not in (StatusCode.NOT_FOUND, StatusCode.FAILED_PRECONDITION):
                 raise
@@ -168,8 +172,8 @@ class ProcessRelay:
             if transport is not None:
                 transport.close()
 
-    async def _write_pipelined(self, chunks: AsyncIterator[bytes]) -> None:
-        await write_pipelined(self.agent, self.cid, self.eid, chunks)
+    def _stdin_bound(self, port: int) -> None:
+        self.stdin_port = port
 
     @staticmethod
     async def _stream_reads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:

@@ -1,4 +1,7 @@
-"""A process's stdin: containerd's fifo copied to the guest with WriteStdin, then CloseStdin.
+"""A process's stdin: containerd's fifo copied to the guest, then its end of file.
+
+The copy goes through a stdio port when one is free, else WriteStdin and CloseStdin
+(`cocoon.sandbox.stdinport`).
 
 containerd's clients (ctr, CRI) close their end of the fifo and then call CloseIO. Data can
 still be on its way at that moment (in the fifo, or read but not yet written to the guest), so
@@ -12,11 +15,13 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from cocoon.errors import CocoonError, RPCError
 from cocoon.sandbox.agentclient import AgentClient
-from cocoon.sandbox.stdinpipe import STDIN_CHUNK, write_pipelined
+from cocoon.sandbox.stdinpipe import STDIN_CHUNK
+from cocoon.sandbox.stdinport import deliver_stdin
 from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.shim.stdin")
@@ -31,11 +36,13 @@ async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
 
 
 class StdinPump:
-    def __init__(self, agent: AgentClient, container_id: str, exec_id: str, fd: int) -> None:
+    def __init__(self, agent: AgentClient, container_id: str, exec_id: str, fd: int,
+                 stdio_sockets: Callable[[int], Path] | None = None) -> None:
         self.agent = agent
         self.container_id = container_id
         self.exec_id = exec_id
         self.fd = fd
+        self.stdio_sockets = stdio_sockets  # None: WriteStdin only (a terminal, ports off)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -49,8 +56,9 @@ class StdinPump:
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe)
         try:
-            await write_pipelined(self.agent, self.container_id, self.exec_id,
-                                  _chunks(reader))
+            await deliver_stdin(self.agent, self.container_id, self.exec_id, _chunks(reader),
+                                self.stdio_sockets)
+            self._closed = True  # its end of file was delivered (or its stdin is gone)
         except RPCError as err:
             if err.code not in PROCESS_GONE:
                 logger.warning("stdin of %s: %s", self.container_id, err)
@@ -60,7 +68,6 @@ class StdinPump:
             return
         finally:
             transport.close()
-        await self.close_guest()
 
     async def close_guest(self) -> None:
         """End of file for the guest process (once)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from google.protobuf import empty_pb2
 
 from cocoon import __version__
+from cocoon.config import current as settings
 from cocoon.errors import AgentError, CocoonError, ConfigError, RPCError
 from cocoon.hostcgroup.path import looks_systemd
 from cocoon.oci import convert
@@ -120,8 +121,11 @@ class TaskService:
     async def _connect_stdin(self, process: ShimProcess) -> None:
         """Copy containerd's stdin to the process; without one, the process reads end of file."""
         if process.stdio.stdin is not None:
+            sockets: Callable[[int], Path] | None = None
+            if not process.stdio.paths.terminal and settings().runtime.stdio_ports:
+                sockets = lambda k: self.pod.layout.stdio_socket(k)  # noqa: E731
             process.stdin = StdinPump(self.agent, process.container_id, process.exec_id,
-                                      process.stdio.stdin)
+                                      process.stdio.stdin, sockets)
             process.stdin.start()
         elif not process.stdio.paths.terminal:
             await self._quietly("CloseStdin", lambda agent: agent.close_stdin(

@@ -35,15 +35,25 @@ class BindStreamResponse(_message.Message):
     token: bytes
     def __init__(self, bound: _Optional[bool] = ..., port: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
+class BindStdinRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
+
 class StreamEndRequest(_message.Message):
-    __slots__ = ("container_id", "exec_id", "stderr")
+    __slots__ = ("container_id", "exec_id", "stderr", "stdin")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     exec_id: str
     stderr: bool
-    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., stderr: _Optional[bool] = ...) -> None: ...
+    stdin: bool
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., stderr: _Optional[bool] = ..., stdin: _Optional[bool] = ...) -> None: ...
 
 class StreamEndResponse(_message.Message):
     __slots__ = ("bytes",)
