@@ -127,8 +127,9 @@ class Runtime:
         Path("/run/containerd/s"), AbsPath(), "where containerd-shim-cocoon-v2 listens",
         env="COCOON_SHIM_SOCKET_DIR")
     stdio_ports: bool = setting(
-        True, Bool(), "bulk stdout/stderr of processes without a terminal through the VM's "
-        "stdio ports (false: all through ReadStdout, as before)", env="COCOON_STDIO_PORTS")
+        True, Bool(), "bulk stdin, stdout and stderr of processes without a terminal through "
+        "the VM's stdio ports (false: all through WriteStdin and ReadStdout, as before)",
+        env="COCOON_STDIO_PORTS")
 
 
 @dataclass(frozen=True)
