@@ -26,10 +26,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cocoon.errors import RPCError
+from cocoon.sandbox import portsocket
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.sandbox.stdinpipe import write_pipelined
-from cocoon.sandbox.stdioport import NOT_BOUND
 
 logger = logging.getLogger("cocoon.sandbox.stdinport")
 
@@ -67,12 +66,7 @@ class StdinPort:
 
     async def bind(self) -> bool:
         """Ask for a port; False when stdin stays on WriteStdin."""
-        try:
-            bound = await self.agent.bind_stdin(self.cid, self.eid)
-        except RPCError as err:
-            if err.code in NOT_BOUND:
-                return False
-            raise
+        bound = await portsocket.bound(self.agent.bind_stdin(self.cid, self.eid))
         if bound is None:
             return False
         self.port, self._token = bound.port, bound.token
@@ -83,12 +77,10 @@ class StdinPort:
         loop = asyncio.get_running_loop()
         end = asyncio.ensure_future(
             self.agent.stream_end(self.cid, self.eid, False, stdin=True, timeout=None))
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        sock: socket.socket | None = None
         try:
-            await loop.sock_connect(sock, str(self.socket_path(self.port)))
-            await loop.sock_sendall(sock, self._token)
+            sock = await portsocket.connect(self.socket_path(self.port), self._token,
+                                            SEND_BUFFER)
             answer = await self._unless_ended(loop.sock_recv(sock, 1), end)
             if answer != GO_AHEAD:
                 logger.info("%s: stdio port %d closed before the go-ahead", self.name,
@@ -104,10 +96,9 @@ class StdinPort:
         except _Ended:
             return False
         finally:
-            sock.close()
-            end.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RPCError, OSError):
-                await end
+            if sock is not None:
+                sock.close()
+            await portsocket.forget(end)
 
     @staticmethod
     async def _unless_ended(step: Awaitable[T], end: asyncio.Future[int]) -> T:

@@ -25,16 +25,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from cocoon.errors import RPCError
+from cocoon.sandbox import portsocket
 from cocoon.sandbox.agentclient import AgentClient
-from cocoon.ttrpc.status import StatusCode
 
 logger = logging.getLogger("cocoon.sandbox.stdioport")
 
 BUFFER = 1 << 20
 IDLE_TIMEOUT = 10.0  # seconds without a byte from the guest once it said how many are due
-# answers of an agent that has no stdio ports or cannot bind this stream: today's path instead
-NOT_BOUND = (StatusCode.UNIMPLEMENTED, StatusCode.FAILED_PRECONDITION, StatusCode.NOT_FOUND)
 
 Writer = Callable[[int, memoryview], Awaitable[None]]
 
@@ -66,12 +63,7 @@ class PortStream:
 
     async def bind(self) -> bool:
         """Ask for a port; False when the stream stays on ReadStdout/ReadStderr."""
-        try:
-            bound = await self.agent.bind_stream(self.cid, self.eid, self.stderr)
-        except RPCError as err:
-            if err.code in NOT_BOUND:
-                return False
-            raise
+        bound = await portsocket.bound(self.agent.bind_stream(self.cid, self.eid, self.stderr))
         if bound is None:
             return False
         self._port, self._token = bound.port, bound.token
@@ -79,14 +71,11 @@ class PortStream:
 
     async def run(self, fd: int | None, write: Writer) -> None:
         """Copy the port to `fd` (None, or a reader gone: drain and drop) until the end."""
-        loop = asyncio.get_running_loop()
         end = asyncio.ensure_future(
             self.agent.stream_end(self.cid, self.eid, self.stderr, timeout=None))
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.setblocking(False)
+        sock: socket.socket | None = None
         try:
-            await loop.sock_connect(sock, str(self.socket_path(self._port)))
-            await loop.sock_sendall(sock, self._token)
+            sock = await portsocket.connect(self.socket_path(self._port), self._token)
             buffer = bytearray(BUFFER)
             view = memoryview(buffer)
             while self.total is None or self.received < self.total:
@@ -106,10 +95,9 @@ class PortStream:
                 logger.warning("%s: the guest sent %d bytes and said %d", self.name,
                                self.received, self.total)
         finally:
-            sock.close()
-            end.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RPCError, OSError):
-                await end
+            if sock is not None:
+                sock.close()
+            await portsocket.forget(end)
 
     async def _recv(self, sock: socket.socket, buffer: bytearray,
                     end: asyncio.Future[int]) -> int | None:
