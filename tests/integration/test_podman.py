@@ -7,6 +7,7 @@ cgroupfs (no systemd).
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -293,3 +294,37 @@ def test_output_written_just_before_exit_all_arrives(podman: Podman) -> None:
                     "head -c 5000000 /dev/zero | tr '\\0' x; echo END; exit 4")
     assert result.returncode == 4, result.stderr
     assert result.stdout == "x" * 5_000_000 + "END\n"
+
+
+def test_cp_reaches_the_running_containers_files_never_the_hosts(podman: Podman,
+                                                                   tmp_path: Path) -> None:
+    """podman cp into and out of a running container joins the container's pid's mount
+    namespace: the copy lands in the container (seen by it in the guest) and nothing of the
+    host's / is written or read (it wrote the host's / before)."""
+    name = "cocoon-cp"
+    unique = f"cocoon-cp-{os.getpid()}-{time.monotonic_ns()}"
+    host_twin = Path("/tmp") / f"{unique}.host"
+    host_twin.write_text("the host's, not the container's\n")
+    source = tmp_path / "in.txt"
+    source.write_text("copied in\n")
+    assert podman("run", "-d", "--name", name, *ULIMITS, IMAGE, "sh", "-c",
+                  f"echo made in the guest > /tmp/{unique}.out; sleep 300").returncode == 0
+    try:
+        copy_in = podman("cp", str(source), f"{name}:/tmp/{unique}.in")
+        assert copy_in.returncode == 0, copy_in.stderr
+        assert not Path(f"/tmp/{unique}.in").exists()  # not the host's /tmp
+        seen = podman("exec", name, "cat", f"/tmp/{unique}.in")
+        assert seen.stdout == "copied in\n", seen.stderr
+        deadline = time.monotonic() + 30
+        while podman("exec", name, "test", "-e", f"/tmp/{unique}.out").returncode != 0:
+            assert time.monotonic() < deadline, "the guest never wrote its file"
+            time.sleep(0.5)
+        out = tmp_path / "out.txt"
+        assert podman("cp", f"{name}:/tmp/{unique}.out", str(out)).returncode == 0
+        assert out.read_text() == "made in the guest\n"
+        twin = podman("cp", f"{name}:/tmp/{unique}.host", str(tmp_path / "twin.txt"))
+        assert twin.returncode != 0  # the container has no such file; the host's is not read
+        assert not (tmp_path / "twin.txt").exists()
+    finally:
+        podman("rm", "--force", "--time", "0", name)
+        host_twin.unlink()

@@ -34,7 +34,10 @@ def monitor(tmp_path: Path) -> Iterator[socket.socket]:
 
 
 def start(tmp_path: Path, **spec: object) -> subprocess.Popen[bytes]:
-    argv = ShimSpec(tmp_path / "shim.sock", "ctr", **spec).argv()  # type: ignore[arg-type]
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir(exist_ok=True)
+    argv = ShimSpec(tmp_path / "shim.sock", "ctr", str(rootfs),
+                    **spec).argv()  # type: ignore[arg-type]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
@@ -125,7 +128,7 @@ def test_the_namespace_is_opened_before_the_placeholder_hides_proc(
     path.write_text("")
     joined: list[tuple[int, int]] = []
 
-    def hide() -> None:
+    def hide(rootfs: str) -> None:
         path.unlink()  # as the new /proc does to /proc/PID of a host process
 
     def setns(fd: int, kind: int) -> None:
@@ -139,7 +142,7 @@ def test_the_namespace_is_opened_before_the_placeholder_hides_proc(
     monkeypatch.setattr(privileges, "confine", confine)
     inode = path.stat().st_ino
     args = shimproc.Args(["--socket", str(tmp_path / "none.sock"), "--container", "c",
-                          "--netns", str(path)])
+                          "--rootfs", str(tmp_path), "--netns", str(path)])
     assert shimproc.run(args) == shimwire.LOST_STATUS  # no monitor here: it stops after setns
     assert joined == [(inode, sc.CLONE_NEWNET), (-1, 0)]  # everything dropped after setns
 
@@ -183,3 +186,105 @@ def wait_for_placeholder(shim: int, timeout: float = 20.0) -> int:
                         return int(pid)
         time.sleep(0.01)
     raise AssertionError(f"shim {shim} started no placeholder")
+
+
+def in_namespace_of(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run as an engine that joins the pid's mount namespace runs it (podman cp and
+    podman top do so): from the namespace's root."""
+    return subprocess.run(["nsenter", f"--mount=/proc/{pid}/ns/mnt", *command],
+                          capture_output=True, text=True, timeout=20)
+
+
+def test_the_shims_mount_namespace_is_rooted_at_the_rootfs(tmp_path: Path,
+                                                          monitor: socket.socket) -> None:
+    """Whoever joins the shim's mount namespace lands in the container's rootfs, with the
+    placeholder's /proc: writing there writes the rootfs, and no host file is reachable (podman
+    cp into a running container wrote the host's / before). The shim itself keeps the host's
+    tree (its interpreter, the monitor's socket)."""
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "marker").write_text("the container's\n")
+    shim = start(tmp_path)
+    conn, _, fds = accept(monitor)
+    try:
+        wait_for_placeholder(shim.pid)
+        # the rootfs has no /bin: a command of the host's cannot even run there
+        assert in_namespace_of(shim.pid, "/bin/sh", "-c", "echo x").returncode != 0
+        # what an engine does there: read and write files from the namespace's root
+        python = sys.executable
+        script = ("import os; print(sorted(os.listdir('/'))); print(open('/etc/marker').read(),"
+                  " end=''); open('/etc/written', 'w').write('by an engine\\n');"
+                  " print(open('/proc/1/cmdline').read().split(chr(0))[0]);"
+                  " print(os.path.exists('/usr/bin'), os.path.exists('" + str(tmp_path) + "'))")
+        joined = _python_in_namespace(shim.pid, python, script)
+        lines = joined.splitlines()
+        assert lines[0] == "['etc', 'proc']", lines
+        assert lines[1] == "the container's"
+        assert lines[2] == shimproc.PLACEHOLDER_TITLE
+        assert lines[3] == "False False"  # nothing of the host's tree
+        assert (rootfs / "etc" / "written").read_text() == "by an engine\n"
+        # the shim's own root: the host's tree
+        assert os.path.samefile(f"/proc/{shim.pid}/root/usr/bin", "/usr/bin")
+        conn.sendall(shimwire.encode({"exit": 0}))
+        shim.wait(timeout=20)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+    assert shim.returncode == 0
+
+
+def _python_in_namespace(pid: int, python: str, script: str) -> str:
+    """Run `script` with the host's interpreter, then enter the namespace from inside it (the
+    rootfs has no interpreter): setns as podman's copier does, then work from its root."""
+    wrapper = (
+        "import os\n"
+        "from cocoon.linux import syscalls as sc\n"
+        f"fd = os.open('/proc/{pid}/ns/mnt', os.O_RDONLY)\n"
+        "sc.setns(fd, sc.CLONE_NEWNS)\n"
+        f"exec({script!r})\n")
+    result = subprocess.run([python, "-c", wrapper], capture_output=True, text=True,
+                            timeout=20)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_rootfs_whose_proc_is_no_directory_gets_an_empty_root(tmp_path: Path,
+                                                                 monitor: socket.socket) -> None:
+    """A rootfs whose /proc is a symlink (out of the rootfs) still never shows the host."""
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "proc").symlink_to("/etc")
+    shim = start(tmp_path)
+    conn, _, fds = accept(monitor)
+    try:
+        wait_for_placeholder(shim.pid)
+        script = "import os; print(sorted(os.listdir('/')), os.path.exists('/proc/1/cmdline'))"
+        assert _python_in_namespace(shim.pid, sys.executable, script).strip() == \
+            "['proc'] True"
+        assert (rootfs / "proc").is_symlink()  # the rootfs itself untouched
+        conn.sendall(shimwire.encode({"exit": 0}))
+        shim.wait(timeout=20)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+
+def test_a_missing_rootfs_fails_the_shim_before_it_attaches_with_the_reason(
+        tmp_path: Path) -> None:
+    """No shim left in the host's mount namespace: it says why and ends, unattached."""
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    from cocoon.runtime import shim as shim_module
+
+    spec = ShimSpec(tmp_path / "shim.sock", "ctr", str(tmp_path / "missing"))
+    pid, report = shim_module.spawn(spec)
+    problem = shim_module.wait_attached(report)
+    os.waitpid(pid, 0)
+    assert problem is not None and "cannot root its mount namespace at the rootfs " \
+        f"{tmp_path / 'missing'}" in problem, problem

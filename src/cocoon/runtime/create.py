@@ -72,8 +72,8 @@ def write_pid_file(path: Path, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def spawn_shim(layout: Layout, container_id: str, exec_id: str, netns: str | None,
-               console_socket: str | None = None) -> int:
+def spawn_shim(layout: Layout, container_id: str, rootfs: str, exec_id: str,
+               netns: str | None, console_socket: str | None = None) -> int:
     """Fork the per-process shim of one guest process; its pid, once it has attached to the
     monitor (which kills the guest process if the shim goes away later). A shim that dies or
     fails before then is a SandboxError, and the guest process is the caller's to end. With
@@ -85,8 +85,8 @@ def spawn_shim(layout: Layout, container_id: str, exec_id: str, netns: str | Non
         console.send_console(console_socket, master, os.ttyname(slave))
         os.close(master)
     try:
-        pid, report = shim.spawn(shim.ShimSpec(layout.shim_socket, container_id, exec_id,
-                                               console=slave, netns=netns,
+        pid, report = shim.spawn(shim.ShimSpec(layout.shim_socket, container_id, rootfs,
+                                               exec_id, console=slave, netns=netns,
                                                log_path=shim_log(layout)))
     finally:
         if slave is not None:
@@ -184,7 +184,7 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
     if not options.foreground:
         if spec.process.terminal:
             assert options.console_socket is not None
-        pid = spawn_shim(layout, state.id, "", netns_of(spec),
+        pid = spawn_shim(layout, state.id, state.rootfs, "", netns_of(spec),
                          options.console_socket if spec.process.terminal else None)
         state.pid = pid
         state.pid_start = process_start_time(pid) or 0  # our unreaped child: it has one

@@ -159,7 +159,7 @@ class Runtime:
 
         spec = self.store.config(state.id)
         try:
-            pid = create.spawn_shim(self.layout(state), state.id, exec_id,
+            pid = create.spawn_shim(self.layout(state), state.id, state.rootfs, exec_id,
                                     create.netns_of(spec),
                                     console_socket if process.terminal else None)
         except BaseException:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon.runtime.shimwire import ATTACHED, LOST_STATUS
+from cocoon.runtime.shimwire import ATTACHED, FAILED, LOST_STATUS, REPORT_MAX
 
 __all__ = ["LOST_STATUS", "ShimSpec", "spawn", "wait_attached"]
 
@@ -32,6 +32,7 @@ ATTACH_TIMEOUT = 30.0  # a shim attaches in tens of ms; a loaded host can delay 
 class ShimSpec:
     shim_socket: Path              # the sandbox monitor's socket for shims
     container_id: str
+    rootfs: str                    # the container's rootfs on the host: the shim's mount root
     exec_id: str = ""
     console: int | None = None     # a host pty slave to use as stdio and controlling tty
     netns: str | None = None       # "new", a path to join, or None for the caller's
@@ -39,7 +40,8 @@ class ShimSpec:
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-I", "-m", "cocoon.runtime.shimproc",
-                "--socket", str(self.shim_socket), "--container", self.container_id]
+                "--socket", str(self.shim_socket), "--container", self.container_id,
+                "--rootfs", self.rootfs]
         if self.exec_id:
             argv += ["--exec", self.exec_id]
         if self.console is not None:
@@ -91,19 +93,21 @@ def spawn(spec: ShimSpec) -> tuple[int, int]:
 
 def wait_attached(report: int, timeout: float = ATTACH_TIMEOUT) -> str | None:
     """Wait until the shim says its attach is sent (the monitor has it then, even if the shim
-    dies next); None then, else why not (the shim died or failed first, or took too long).
+    dies next); None then, else why not (the shim's own reason, or it died or took too long).
     Closes `report`."""
     deadline = time.monotonic() + timeout
     data = b""
     try:
-        while not data.endswith(b"\n") and len(data) < len(ATTACHED):
+        while not data.endswith(b"\n") and len(data) < REPORT_MAX:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([report], [], [], remaining)[0]:
                 return f"it did not attach within {timeout:.0f} s"
-            chunk = os.read(report, len(ATTACHED))
+            chunk = os.read(report, REPORT_MAX - len(data))
             if not chunk:
                 return "it exited before it attached"
             data += chunk
     finally:
         os.close(report)
+    if data.startswith(FAILED):
+        return data[len(FAILED):].decode(errors="replace").strip()
     return None if data == ATTACHED else f"it reported {data!r}"

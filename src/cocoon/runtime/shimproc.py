@@ -1,7 +1,8 @@
 """The per-process shim's own program: the host pid an engine waits on for one guest process.
 
     python -I -m cocoon.runtime.shimproc --socket MONITOR_SHIM_SOCKET --container ID
-        [--exec EXEC_ID] [--terminal] [--netns PATH|new] [--log FILE] [--report-fd FD]
+        --rootfs PATH [--exec EXEC_ID] [--terminal] [--netns PATH|new] [--log FILE]
+        [--report-fd FD]
 
 `cocoon.runtime.shim.spawn` forks it off the CLI and execs this, so the shim holds only what
 its job needs (the standard library and ctypes: a few MiB, where a fork of the CLI kept the
@@ -20,6 +21,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import sys
 import time
 
@@ -48,29 +50,86 @@ NOT_FORWARDED = {signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGURG,
                  signal.SIGKILL, signal.SIGSTOP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP}
 
 
-def hide_host_processes() -> None:
-    """Give the shim a /proc that shows one placeholder instead of every host process.
+def hide_host_processes(rootfs: str) -> None:
+    """Give the shim a mount namespace that shows the container's files and one placeholder
+    process, never the host's.
 
-    Engines inspect a container through the host pid they were given: podman top joins that
-    pid's mount namespace and reads /proc. The shim stands in for a guest process, so it gets
-    its own mount namespace whose /proc belongs to a fresh pid namespace holding one sleeping
-    placeholder (dying with the shim) whose command line says where the processes are.
+    Engines reach a container through the host pid they were given: podman top joins that pid's
+    mount namespace and reads /proc; podman cp into or out of a running container joins it and
+    copies from its root. The shim stands in for a guest process, so its mount namespace is
+    rooted at the container's rootfs (its host directory, which the guest sees through the
+    share), and its /proc belongs to a fresh pid namespace holding one sleeping placeholder
+    (dying with the shim) whose command line says where the processes are. The host's tree,
+    moved aside by pivot_root, lies under that /proc; the shim and the placeholder return to it
+    through a descriptor held from before (the interpreter, the monitor's socket and
+    /bin/sleep are the host's), while whoever joins the namespace starts at its root.
     """
     sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWPID)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    pid = os.fork()
-    if pid == 0:
+    host_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _root_at(rootfs)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            _placeholder(host_root, ready_w)
+        os.close(ready_w)
         try:
-            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-            sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-            privileges.confine(0)  # a sleeping placeholder needs nothing of root's
-            os.closerange(3, 65536)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.execv(SLEEP, [PLACEHOLDER_TITLE, "infinity"])
+            mounted = os.read(ready_r, 1) == b"1"
         finally:
-            os._exit(0)
+            os.close(ready_r)
+        if not mounted:
+            # the host's tree must not show through: an empty /proc rather than none
+            sc.mount("tmpfs", "/proc", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                     "size=4k,mode=555")
+        _return_to(host_root)
+    finally:
+        os.close(host_root)
+
+
+def _root_at(rootfs: str) -> None:
+    """Make `rootfs` the namespace's root, the old root moved to its /proc. A rootfs whose proc
+    is missing gets one (the guest makes it anyway); one whose proc is not a directory gets an
+    empty tmpfs as the namespace's root instead (the host's tree never shows through)."""
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    proc = os.path.join(rootfs, "proc")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(proc, 0o555)
+    if not stat.S_ISDIR(os.lstat(proc).st_mode):
+        log("WARNING", f"shim: {proc} is not a directory: an empty root instead")
+        sc.mount("tmpfs", rootfs, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=16k,mode=755")
+        os.mkdir(proc, 0o555)
+    os.chdir(rootfs)
+    sc.pivot_root(".", "proc")
+    os.chdir("/")
+
+
+def _placeholder(host_root: int, ready: int) -> NoReturn:
+    """The child: /proc of the new pid namespace over the host's tree, then sleep forever."""
+    mounted = b"0"
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        try:
+            sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+            mounted = b"1"
+        finally:
+            os.write(ready, mounted)
+        _return_to(host_root)
+        privileges.confine(0)  # a sleeping placeholder needs nothing of root's
+        os.closerange(3, 65536)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.execv(SLEEP, [PLACEHOLDER_TITLE, "infinity"])
+    finally:
+        os._exit(0)
+
+
+def _return_to(host_root: int) -> None:
+    """This process's root back to the host's tree (the namespace's root stays the rootfs)."""
+    os.fchdir(host_root)
+    os.chroot(".")
+    os.chdir("/")
 
 
 def open_netns(netns: str | None) -> int | None:
@@ -149,17 +208,18 @@ class Shim:
 
 
 class Args:
-    """`--socket S --container C [--exec E] [--terminal] [--netns N] [--log L]
+    """`--socket S --container C --rootfs R [--exec E] [--terminal] [--netns N] [--log L]
     [--report-fd FD]`."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.socket = self.container = ""
+        self.socket = self.container = self.rootfs = ""
         self.exec_id = ""
         self.terminal = False
         self.netns: str | None = None
         self.log = os.devnull
         self.report_fd = ""
-        names = {"--socket": "socket", "--container": "container", "--exec": "exec_id",
+        names = {"--socket": "socket", "--container": "container", "--rootfs": "rootfs",
+                 "--exec": "exec_id",
                  "--netns": "netns", "--log": "log", "--report-fd": "report_fd"}
         rest = list(argv)
         while rest:
@@ -170,10 +230,19 @@ class Args:
                 setattr(self, names[flag], rest.pop(0))
             else:
                 raise SystemExit(f"cocoon-shim: unexpected argument {flag!r}")
-        if not self.socket or not self.container:
+        if not self.socket or not self.container or not os.path.isabs(self.rootfs):
             raise SystemExit("usage: python -m cocoon.runtime.shimproc --socket S "
-                             "--container C [--exec E] [--terminal] [--netns N] [--log L] "
-                             "[--report-fd FD]")
+                             "--container C --rootfs ABSOLUTE_PATH [--exec E] [--terminal] "
+                             "[--netns N] [--log L] [--report-fd FD]")
+
+
+def report_failed(fd_text: str, reason: str) -> None:
+    """Tell the spawner why the shim ends before it attached (one line)."""
+    if not fd_text:
+        return
+    line = shimwire.FAILED + " ".join(reason.split()).encode(errors="replace")
+    with contextlib.suppress(OSError):
+        os.write(int(fd_text), line[:shimwire.REPORT_MAX - 1] + b"\n")
 
 
 def report_attached(fd_text: str) -> None:
@@ -193,9 +262,14 @@ def report_attached(fd_text: str) -> None:
 def run(args: Args) -> int:
     netns_fd = open_netns(args.netns)
     try:
-        hide_host_processes()
+        hide_host_processes(args.rootfs)
     except OSError as err:
-        log("WARNING", f"shim {args.container}: cannot hide host processes: {err}")
+        # a shim left in the host's mount namespace would hand an engine that joins it (podman
+        # cp) the host's files: no shim rather than that
+        reason = f"cannot root its mount namespace at the rootfs {args.rootfs}: {err}"
+        log("ERROR", f"shim {args.container}: {reason}")
+        report_failed(args.report_fd, reason)
+        return shimwire.LOST_STATUS
     enter_netns(args.netns, netns_fd)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:

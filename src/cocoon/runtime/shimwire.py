@@ -32,6 +32,8 @@ MAX_LINE = 4096
 MAX_FDS = 3
 LOST_STATUS = 137
 ATTACHED = b"attached\n"  # on the shim's report pipe, once its attach is sent
+FAILED = b"failed: "  # on the report pipe instead, before a one-line reason
+REPORT_MAX = 512  # bytes of a report the spawner reads
 
 
 def encode(message: dict[str, Any]) -> bytes:
