@@ -124,6 +124,27 @@ def test_detached_exec_logs_stop_rm(docker: Docker) -> None:
     assert rm.returncode == 0, rm.stderr
 
 
+def test_update_changes_the_memory_limit_in_the_guest(docker: Docker) -> None:
+    """`docker update -m` sends the whole resources object, zeros for what it leaves alone
+    (cpu quota and period 0): the update applies the memory limit and leaves the cpu be (the
+    zeros were written as cpu.max "0 100000", which the kernel refused)."""
+    name = "cocoon-docker-update"
+    run = docker("run", "--runtime", "cocoon", "-d", "--name", name, "--network", "none",
+                 "-m", "64m", IMAGE, "sleep", "300")
+    assert run.returncode == 0, run.stderr
+    limit = "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max"
+    try:
+        before = docker("exec", name, "sh", "-c", limit)
+        assert before.stdout.strip() == str(64 << 20), before.stderr
+        update = docker("update", "-m", "128m", "--memory-swap", "256m", name)
+        assert update.returncode == 0, update.stderr
+        after = docker("exec", name, "sh", "-c", limit)
+        assert after.stdout.strip() == str(128 << 20), after.stderr
+    finally:
+        rm = docker("rm", "-f", name)
+    assert rm.returncode == 0, rm.stderr
+
+
 def test_interactive_tty(docker: Docker) -> None:
     session = PtySession(docker.argv("run", "--runtime", "cocoon", "--rm", "-it",
                                      "--network", "none", IMAGE, "sh"))

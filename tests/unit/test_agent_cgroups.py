@@ -33,6 +33,18 @@ def test_cpu_quota_period_and_sets() -> None:
     assert out == {"cpu.max": "50000 100000", "cpu.weight": "20", "cpuset.cpus": "0-1",
                    "cpuset.mems": "0"}
     assert cgroups.v2_settings({"cpu": {"period": 20000}}) == {"cpu.max": "max 20000"}
+    assert cgroups.v2_settings({"cpu": {"quota": 30000}}) == {"cpu.max": "30000"}
+    assert cgroups.v2_settings({"cpu": {"quota": -1, "period": 50000}}) == {
+        "cpu.max": "max 50000"}
+
+
+def test_zero_quota_and_period_are_left_alone() -> None:
+    """What `docker update -m 128m` sends beside the memory: zeros for the cpu it leaves alone
+    (written as "0 100000", the kernel refused it and the update failed)."""
+    zeros = {"cpu": {"shares": 0, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+             "memory": {"limit": 128 << 20, "swap": 256 << 20}}
+    assert cgroups.v2_settings(zeros) == {"memory.max": str(128 << 20),
+                                          "memory.swap.max": str(128 << 20)}
 
 
 def test_pids_and_unified() -> None:

@@ -41,9 +41,12 @@ def v2_settings(resources: Mapping[str, Any]) -> dict[str, str]:
     cpu = resources.get("cpu") or {}
     if cpu.get("shares"):
         out["cpu.weight"] = str(shares_to_weight(int(cpu["shares"])))
-    quota, period = cpu.get("quota"), cpu.get("period")
-    if quota is not None or period is not None:
-        out["cpu.max"] = f"{_max(quota if quota is not None else -1)} {period or 100000}"
+    # runc's rule: a quota of 0 and a period of 0 are not set (engines send zeros for what an
+    # update leaves alone: `docker update -m` does); a quota of 0 or less with a period is
+    # "max"; no period leaves the kernel's
+    quota, period = int(cpu.get("quota") or 0), int(cpu.get("period") or 0)
+    if quota or period:
+        out["cpu.max"] = (str(quota) if quota > 0 else "max") + (f" {period}" if period else "")
     if cpu.get("cpus"):
         out["cpuset.cpus"] = str(cpu["cpus"])
     if cpu.get("mems"):
