@@ -58,8 +58,11 @@ ev=none
 for d in /sys/class/input/event*; do
   [ "$(/bin/busybox cat $d/device/name)" = "Power Button" ] && ev=${{d##*/}}
 done
+# open the device before saying ready: evdev queues events for open readers only, so a press
+# that came between the message and the open would be lost
+[ $ev = none ] || exec 3</dev/input/$ev
 echo "{READY} $ev"
-/bin/busybox head -c 1 /dev/input/$ev >/dev/null
+/bin/busybox head -c 1 <&3 >/dev/null
 echo {PRESSED}
 /bin/busybox poweroff -f
 """
