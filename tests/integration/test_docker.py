@@ -105,7 +105,7 @@ def test_detached_exec_logs_stop_rm(docker: Docker) -> None:
     name = "cocoon-docker-detached"
     run = docker("run", "--runtime", "cocoon", "-d", "--name", name, "--network", "none",
                  IMAGE, "sh", "-c",
-                 "echo ready; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done")
+                 "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done")
     assert run.returncode == 0, run.stderr
     try:
         deadline = time.monotonic() + 60

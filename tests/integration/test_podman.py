@@ -77,7 +77,7 @@ def test_run_rm_prints_and_returns_the_exit_code(podman: Podman) -> None:
 def test_detached_container_exec_logs_stop_rm(podman: Podman) -> None:
     name = "cocoon-detached"
     run = podman("run", "-d", "--name", name, *ULIMITS, IMAGE, "sh", "-c",
-                 "echo ready; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done")
+                 "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done")
     assert run.returncode == 0, run.stderr
     try:
         deadline = time.monotonic() + 60
