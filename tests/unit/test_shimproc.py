@@ -49,6 +49,19 @@ def accept(monitor: socket.socket) -> tuple[socket.socket, dict[str, object], li
     return conn, shimwire.decode(data.split(b"\n")[0]), fds
 
 
+@contextlib.contextmanager
+def attached(monitor: socket.socket) -> Iterator[tuple[socket.socket, list[int]]]:
+    """A shim's attach, as the monitor takes it; its connection and the monitor's copies of the
+    shim's stdio are closed at the end whatever happened (the pipes end with the shim's own)."""
+    conn, _, fds = accept(monitor)
+    try:
+        yield conn, fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+
 def test_the_shim_hands_over_its_stdio_and_exits_with_the_status(tmp_path: Path,
                                                                  monitor: socket.socket) -> None:
     shim = start(tmp_path, exec_id="e1")
@@ -71,8 +84,7 @@ def test_the_shim_hands_over_its_stdio_and_exits_with_the_status(tmp_path: Path,
 def test_signals_are_forwarded_and_a_signal_status_is_exited_by(tmp_path: Path,
                                                                 monitor: socket.socket) -> None:
     shim = start(tmp_path)
-    conn, _, fds = accept(monitor)
-    try:
+    with attached(monitor) as (conn, _):
         shim.send_signal(signal.SIGUSR1)
         shim.send_signal(signal.SIGTERM)
         got = b""
@@ -82,10 +94,6 @@ def test_signals_are_forwarded_and_a_signal_status_is_exited_by(tmp_path: Path,
             {"signal": signal.SIGUSR1}, {"signal": signal.SIGTERM}]
         conn.sendall(shimwire.encode({"exit": 128 + signal.SIGTERM}))
         shim.wait(timeout=20)
-    finally:
-        for fd in fds:
-            os.close(fd)
-        conn.close()
     assert shim.returncode == -signal.SIGTERM  # as the guest process ended
 
 
@@ -157,8 +165,7 @@ def test_the_shim_and_its_placeholder_hold_no_capability(tmp_path: Path,
     before = privileges.status_of("self")
     assert before["CapEff"] != 0 and before["CapBnd"] != 0  # the shim starts with root's
     shim = start(tmp_path)
-    conn, _, fds = accept(monitor)
-    try:
+    with attached(monitor) as (conn, _):
         placeholder = wait_for_placeholder(shim.pid)
         for pid in (shim.pid, placeholder):
             status = privileges.status_of(pid)
@@ -168,10 +175,6 @@ def test_the_shim_and_its_placeholder_hold_no_capability(tmp_path: Path,
         assert shimwire.decode(conn.recv(4096).splitlines()[0]) == {"signal": signal.SIGUSR2}
         conn.sendall(shimwire.encode({"exit": 3}))
         shim.wait(timeout=20)
-    finally:
-        for fd in fds:
-            os.close(fd)
-        conn.close()
     assert shim.returncode == 3
 
 
@@ -207,8 +210,7 @@ def test_the_shims_mount_namespace_is_rooted_at_the_rootfs(tmp_path: Path,
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "marker").write_text("the container's\n")
     shim = start(tmp_path)
-    conn, _, fds = accept(monitor)
-    try:
+    with attached(monitor) as (conn, _):
         wait_for_placeholder(shim.pid)
         # the rootfs has no /bin: a command of the host's cannot even run there
         assert in_namespace_of(shim.pid, "/bin/sh", "-c", "echo x").returncode != 0
@@ -229,10 +231,6 @@ def test_the_shims_mount_namespace_is_rooted_at_the_rootfs(tmp_path: Path,
         assert os.path.samefile(f"/proc/{shim.pid}/root/usr/bin", "/usr/bin")
         conn.sendall(shimwire.encode({"exit": 0}))
         shim.wait(timeout=20)
-    finally:
-        for fd in fds:
-            os.close(fd)
-        conn.close()
     assert shim.returncode == 0
 
 
@@ -260,8 +258,7 @@ def test_a_rootfs_whose_proc_is_no_directory_gets_an_empty_root(tmp_path: Path,
     rootfs.mkdir()
     (rootfs / "proc").symlink_to("/etc")
     shim = start(tmp_path)
-    conn, _, fds = accept(monitor)
-    try:
+    with attached(monitor) as (conn, _):
         wait_for_placeholder(shim.pid)
         script = "import os; print(sorted(os.listdir('/')), os.path.exists('/proc/1/cmdline'))"
         assert _python_in_namespace(shim.pid, sys.executable, script).strip() == \
@@ -269,10 +266,6 @@ def test_a_rootfs_whose_proc_is_no_directory_gets_an_empty_root(tmp_path: Path,
         assert (rootfs / "proc").is_symlink()  # the rootfs itself untouched
         conn.sendall(shimwire.encode({"exit": 0}))
         shim.wait(timeout=20)
-    finally:
-        for fd in fds:
-            os.close(fd)
-        conn.close()
 
 
 def test_a_missing_rootfs_fails_the_shim_before_it_attaches_with_the_reason(

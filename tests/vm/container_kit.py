@@ -60,12 +60,13 @@ def short_tmpdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def module_sandbox(prefix: str, memory_mib: int = 256) -> Iterator[GuestSandbox]:
+def module_sandbox(prefix: str, memory_mib: int = 256,
+                   sandbox_id: str = "kit") -> Iterator[GuestSandbox]:
     """One VM for a test module (a module-scoped fixture yields from this), in a private VM
-    root that is checked for leaks when the VM stops."""
+    root that is checked for leaks when the VM stops; `sandbox_id` names it (as a pod's)."""
     vm_root = short_tmpdir(prefix)
     check = LeakCheck(private=[vm_root])
-    box = GuestSandbox(vm_root, memory_mib=memory_mib)
+    box = GuestSandbox(vm_root, sandbox_id=sandbox_id, memory_mib=memory_mib)
     try:
         box.start()
         yield box

@@ -9,7 +9,6 @@ pid namespaces in the same VM, while keeping a mount namespace of its own.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +17,7 @@ import pytest
 from cocoon.errors import RPCError
 from cocoon.protocols.gen import agent_pb2
 from cocoon.ttrpc.status import StatusCode
-from tests.framework.leaks import LeakCheck
-from tests.vm.container_kit import GuestSandbox, Result, container_spec, short_tmpdir
+from tests.vm.container_kit import GuestSandbox, Result, container_spec, module_sandbox
 
 pytestmark = pytest.mark.vm
 
@@ -31,18 +29,8 @@ PROBE = ("echo host=$(hostname); echo pids=$(ls -d /proc/[0-9]* | wc -l); "
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[GuestSandbox]:
-    """One VM for the module, in a private VM root that is checked for leaks at the end."""
-    vm_root = short_tmpdir("ckp")
-    check = LeakCheck(private=[vm_root])
-    box = GuestSandbox(vm_root, sandbox_id="pod")
-    try:
-        box.start()
-        yield box
-    finally:
-        box.stop()
-        left = check.check()
-        shutil.rmtree(vm_root, ignore_errors=True)
-        assert not left, f"the module left behind: {left}"
+    """One VM for the module, named as a pod's, checked for leaks at the end."""
+    yield from module_sandbox("ckp", sandbox_id="pod")
 
 
 def joining(kinds: tuple[str, ...], other: str = "pause") -> Any:
