@@ -8,6 +8,7 @@ real thing; here the guest's answers are chosen to be wrong).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -117,3 +118,49 @@ def test_no_port_or_an_old_agent_leaves_the_stream_on_read_stdout(
 def test_other_agent_errors_are_not_hidden(tmp_path: Path) -> None:
     with pytest.raises(RPCError):
         asyncio.run(relay(tmp_path, Agent(RPCError(StatusCode.INTERNAL, "boom"), 0), b""))
+
+
+def test_a_relay_cancelled_mid_read_leaves_no_read_behind(tmp_path: Path) -> None:
+    """The caller's relay stops (its monitor died) while the port waits for bytes: the read
+    ends with the copy, so nothing fails later on the closed socket with "Task exception was
+    never retrieved" (a traceback `cocoon exec` printed when the monitor was killed)."""
+    unretrieved: list[str] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: unretrieved.append(
+            f"{context['message']} {context.get('exception')!r}"))
+        agent = Agent(StreamPort(0, TOKEN), 10)
+        socket_path = tmp_path / "io0.sock"
+
+        hold = asyncio.Event()
+
+        async def silent_qemu(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readexactly(len(TOKEN))
+            await hold.wait()
+            writer.close()
+
+        server = await asyncio.start_unix_server(silent_qemu, str(socket_path))
+        stream = stdioport.PortStream(cast(AgentClient, agent), "c", "e", False,
+                                      lambda k: tmp_path / f"io{k}.sock")
+        assert await stream.bind()
+        copy = asyncio.ensure_future(stream.run(None, write_all))
+        await agent.end_asked.wait()
+        await asyncio.sleep(0.2)  # the read is pending now
+        copy.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await copy
+        # the read on the port's socket ended with it (left pending, it would run its
+        # callback on a closed descriptor if the socket became readable in the same turn)
+        reads = [task for task in asyncio.all_tasks()
+                 if "sock_recv" in task.get_coro().__qualname__]  # type: ignore[union-attr]
+        assert reads == []
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+        gc.collect()  # a task dropped with its exception says so when it is collected
+        hold.set()
+        await asyncio.sleep(0.05)
+        server.close()
+
+    asyncio.run(scenario())
+    assert unretrieved == []

@@ -12,6 +12,7 @@ import contextlib
 import socket
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from cocoon.errors import RPCError
 from cocoon.sandbox.agentclient import StreamPort
@@ -48,8 +49,9 @@ async def connect(path: Path, token: bytes, send_buffer: int = 0) -> socket.sock
     return sock
 
 
-async def forget(end: asyncio.Future[int]) -> None:
-    """Cancel a StreamEnd call no longer waited for, and take what it ended with."""
+async def forget(end: asyncio.Future[Any]) -> None:
+    """Cancel a call or read no longer waited for (a StreamEnd, a port's recv), and take what
+    it ended with: left pending, a read would fail on the socket closed next, unretrieved."""
     end.cancel()
     with contextlib.suppress(asyncio.CancelledError, RPCError, OSError):
         await end

@@ -19,7 +19,6 @@ shim's stdin pump hand a caller's stdin to a guest process, ending with its end 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,12 +103,14 @@ class StdinPort:
     async def _unless_ended(step: Awaitable[T], end: asyncio.Future[int]) -> T:
         task = asyncio.ensure_future(step)
         waiting: set[asyncio.Future[Any]] = {task, end}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await portsocket.forget(task)  # cancelled: the step must not outlive the call
+            raise
         if task in done:
             return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await task
+        await portsocket.forget(task)
         raise _Ended()
 
 

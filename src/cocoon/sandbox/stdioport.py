@@ -17,7 +17,6 @@ it is never used to size anything, and once it is known a guest that stops sendi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
@@ -107,13 +106,15 @@ class PortStream:
         waiting: set[asyncio.Future[int]] = {recv}
         if self.total is None:
             waiting.add(end)
-        done, _ = await asyncio.wait(waiting, timeout=None if self.total is None
-                                     else IDLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waiting, timeout=None if self.total is None
+                                         else IDLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await portsocket.forget(recv)  # cancelled: the relay stopped, its monitor gone
+            raise
         if recv in done:
             return recv.result()
-        recv.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recv
+        await portsocket.forget(recv)
         if end in done:
             return None
         raise TimeoutError(f"{self.name}: no byte from the guest for {IDLE_TIMEOUT:.0f} s, "
