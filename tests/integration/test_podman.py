@@ -186,15 +186,21 @@ def test_container_namespaces_are_shared_in_one_vm(podman: Podman) -> None:
         podman("rm", "--force", "--time", "0", "shared-a", timeout=120)
 
 
-def test_a_pod_is_one_vm(podman: Podman, tmp_path: Path) -> None:
-    """A podman pod's infra container and members: one VM, its IPC and UTS namespaces shared."""
-    context = tmp_path / "pause"
-    context.mkdir()
+@pytest.fixture(scope="module")
+def pause_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """podman's infra image is not reachable here: a pause image built from the busybox one."""
+    context = tmp_path_factory.mktemp("pause")
     (context / "Containerfile").write_text(f'FROM {IMAGE}\nCMD ["sleep", "100000"]\n')
     pause = "localhost/cocoon-pause:latest"
     built = podman("build", "-q", "-t", pause, str(context), timeout=300)
     assert built.returncode == 0, built.stderr
-    pod = podman("pod", "create", "--name", "cocoon-pod", "--infra-image", pause)
+    yield pause
+    podman("rmi", "--force", pause)
+
+
+def test_a_pod_is_one_vm(podman: Podman, pause_image: str) -> None:
+    """A podman pod's infra container and members: one VM, its IPC and UTS namespaces shared."""
+    pod = podman("pod", "create", "--name", "cocoon-pod", "--infra-image", pause_image)
     assert pod.returncode == 0, pod.stderr
     try:
         member = podman("run", "-d", "--pod", "cocoon-pod", "--name", "member", *ULIMITS, IMAGE,
@@ -207,7 +213,32 @@ def test_a_pod_is_one_vm(podman: Podman, tmp_path: Path) -> None:
         assert other.stdout.split()[-1] == "cocoon-pod"
     finally:
         podman("pod", "rm", "--force", "--time", "0", "cocoon-pod", timeout=180)
-        podman("rmi", "--force", pause)
+
+
+def test_a_pod_with_a_user_namespace_is_one_vm(podman: Podman, pause_image: str) -> None:
+    """`pod create --uidmap`: podman runs the runtime of each of its containers in a mount
+    namespace of its own, so a member's rootfs reaches the VM only if its bind is made where
+    the infra container's VM mounted its share (the member found an empty root, "mounts[0]
+    /proc: Permission denied"). The member runs in the pod's VM and user namespace, its files
+    its own."""
+    pod = podman("pod", "create", "--name", "cocoon-userns-pod", "--infra-image", pause_image,
+                 "--uidmap", "0:100000:65536")
+    assert pod.returncode == 0, pod.stderr
+    try:
+        started = podman("pod", "start", "cocoon-userns-pod")
+        assert started.returncode == 0, started.stderr
+        infra = podman("ps", "--filter", "pod=cocoon-userns-pod", "--format", "{{.ID}}")
+        probe = PROBE + "; cat /proc/self/uid_map; ls /bin/busybox"
+        member = podman("run", "--rm", "--pod", "cocoon-userns-pod", *ULIMITS, IMAGE, "sh",
+                        "-c", probe)
+        assert member.returncode == 0, member.stderr
+        seen = podman("exec", infra.stdout.split()[0], "sh", "-c", probe)
+        assert seen.returncode == 0, seen.stderr
+        assert member.stdout.split() == seen.stdout.split(), (member.stdout, seen.stdout)
+        assert member.stdout.split()[4:7] == ["0", "100000", "65536"]
+        assert member.stdout.split()[-1] == "/bin/busybox"
+    finally:
+        podman("pod", "rm", "--force", "--time", "0", "cocoon-userns-pod", timeout=180)
 
 
 def test_a_privileged_container_loads_kernel_modules_on_demand(podman: Podman) -> None:

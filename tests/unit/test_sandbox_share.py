@@ -4,6 +4,7 @@ the binds it makes, which no symlink in the share takes out of it."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,44 @@ def test_a_read_only_volume_is_read_only_in_virtiofsds_namespace_too(tmp_path: P
             peer.wait()
         share.destroy()
     assert not mounts_under(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+def test_binds_land_where_the_monitor_mounted_the_share(tmp_path: Path) -> None:
+    """The sandbox's monitor runs in a mount namespace that is no peer of the caller's (podman
+    runs the runtime of a container with a user namespace in one of its own): the share's binds
+    are made, and taken away, in the monitor's namespace, from a tree cloned in the caller's."""
+    sandbox_dir = tmp_path / "sandbox"
+    share = Share(sandbox_dir / "shared")
+    share.root.mkdir(parents=True)
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "marker").write_text("the container's\n")
+    # the caller sees the rootfs through a mount of its own, as an engine prepares it
+    subprocess.run(["mount", "-t", "tmpfs", "engine", str(rootfs)], check=True)
+    (rootfs / "marker").write_text("the engine's mount\n")
+    monitor = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount --bind "$0/shared" "$0/shared" && mount --make-shared "$0/shared" && '
+         'echo ready && exec python3 -c "import time; time.sleep(60)" "$0"', str(sandbox_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert monitor.stdout is not None and monitor.stdout.readline() == "ready\n"
+        (sandbox_dir / "monitor.pid").write_text(f"{monitor.pid}\n")
+
+        def in_monitor(*command: str) -> str:
+            return subprocess.run(["nsenter", f"--mount=/proc/{monitor.pid}/ns/mnt", *command],
+                                  capture_output=True, text=True, check=True).stdout
+
+        guest_path = share.expose_rootfs("c1", rootfs)
+        assert guest_path.endswith("/c1/rootfs")
+        target = share.root / "c1" / "rootfs"
+        assert in_monitor("cat", str(target / "marker")) == "the engine's mount\n"
+        assert str(target) not in mounts_under(share.root)  # nothing of it in the caller's
+        share.remove_container("c1")
+        assert str(target) not in in_monitor("cat", "/proc/self/mountinfo")
+        assert not (share.root / "c1").exists()
+    finally:
+        monitor.kill()
+        monitor.wait()
+        subprocess.run(["umount", str(rootfs)], check=True)

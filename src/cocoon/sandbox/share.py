@@ -16,10 +16,11 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cocoon.errors import ConfigError, SandboxError
+from cocoon.linux import mountns
 from cocoon.linux import syscalls as sc
 from cocoon.linux.mounts import PROPAGATION
 from cocoon.linux.paths import make_in_root
@@ -88,8 +89,51 @@ def host_propagation(options: Iterable[str]) -> tuple[int, ...]:
 
 
 class Share:
+    """The share at `root` (a sandbox directory's `shared`).
+
+    Binds are added and taken away where the share is mounted: the mount namespace of the
+    sandbox's monitor, which made it. That is the caller's own namespace, or a peer of it,
+    except where an engine runs the runtime in a mount namespace of its own: podman does so
+    for a container with a user namespace, so the runtime of a pod's second container does
+    not see the share the first one's VM mounted (its binds went nowhere, and the guest found
+    an empty root). Then the work is done from inside the monitor's namespace (the tree to bind
+    is still cloned in the caller's, where the engine prepared it).
+    """
+
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def _monitor_namespace(self) -> int | None:
+        """An fd of the monitor's mount namespace when it is not this process's, else None
+        (no monitor, or one in this namespace: the monitor itself, the CLI that started it)."""
+        sandbox_dir = self.root.parent
+        try:
+            pid = int((sandbox_dir / "monitor.pid").read_text().strip())
+            fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return None
+        try:
+            # checked after the namespace is open: a pid reused before is refused here,
+            # one reused after cannot change what `fd` holds
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            if str(sandbox_dir).encode() in args and not mountns.same_namespace(fd):
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return None
+
+    def _where_mounted(self, work: Callable[[], None]) -> None:
+        """`work` in the namespace the share is mounted in (see the class)."""
+        ns_fd = self._monitor_namespace()
+        if ns_fd is None:
+            work()
+            return
+        try:
+            mountns.call_in(ns_fd, work)
+        finally:
+            os.close(ns_fd)
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -110,27 +154,36 @@ class Share:
         beneath the share by the kernel, no symlink followed (a guest's `<share>/<id>` ->
         `/` is refused), and the bind is attached to that descriptor, not to a path. The
         source is the caller's choice and is followed, as runc does."""
+        tree = sc.open_tree_clone(str(source), recursive)
+        try:
+            for flag in propagation:
+                sc.set_propagation(tree, flag)
+            if readonly:
+                sc.set_readonly(tree)
+            as_file = not source.is_dir()
+            self._where_mounted(lambda: self._attach(tree, target, as_file))
+        except OSError as err:
+            reason = err.strerror or str(err)
+            if not reason.startswith("cannot make"):
+                reason = f"cannot bind {source} at {target} in the share: {reason}"
+            raise SandboxError(reason, path=str(target)) from err
+        finally:
+            os.close(tree)
+
+    def _attach(self, tree: int, target: Path, as_file: bool) -> None:
+        """Make `target` beneath the share (OSError "cannot make ...") and attach `tree`."""
         try:
             root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 at = make_in_root(root_fd, str(target.relative_to(self.root)),
-                                  as_file=not source.is_dir(), in_root=False,
-                                  no_symlinks=True)
+                                  as_file=as_file, in_root=False, no_symlinks=True)
             finally:
                 os.close(root_fd)
         except OSError as err:
-            raise SandboxError(f"cannot make {target} in the share: "
-                               f"{err.strerror or err}", path=str(target)) from err
+            raise OSError(err.errno, f"cannot make {target} in the share: "
+                          f"{err.strerror or err}", str(target)) from err
         try:
-            tree = sc.open_tree_clone(str(source), recursive)
-            try:
-                for flag in propagation:
-                    sc.set_propagation(tree, flag)
-                if readonly:
-                    sc.set_readonly(tree)
-                sc.move_mount(tree, str(target), target_fd=at)
-            finally:
-                os.close(tree)
+            sc.move_mount(tree, str(target), target_fd=at)
         finally:
             os.close(at)
 
@@ -175,14 +228,22 @@ class Share:
     def hide(self, container_id: str, name: str) -> None:
         """Take a checkpoint directory `expose_checkpoint` bound out of the share."""
         path = self.root / container_id / CHECKPOINT_DIR / name
-        detach_all(path)
-        with contextlib.suppress(OSError):
-            path.rmdir()
+
+        def hide() -> None:
+            detach_all(path)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+        self._where_mounted(hide)
 
     def remove_container(self, container_id: str) -> None:
         path = self.root / container_id
-        detach_all(path)
-        shutil.rmtree(path, ignore_errors=True)
+
+        def remove() -> None:
+            detach_all(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+        self._where_mounted(remove)
 
     def destroy(self) -> None:
         detach_all(self.root)
