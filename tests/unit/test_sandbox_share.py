@@ -11,7 +11,7 @@ import pytest
 
 from cocoon.errors import SandboxError
 from cocoon.linux import syscalls as sc
-from cocoon.sandbox.share import SLAVE, Share, host_propagation, mounts_under
+from cocoon.sandbox.share import SLAVE, Share, detach_all, host_propagation, mounts_under
 
 
 def test_a_volume_is_a_slave_of_its_source_whatever_it_shares() -> None:
@@ -144,4 +144,5 @@ def test_binds_land_where_the_monitor_mounted_the_share(tmp_path: Path) -> None:
     finally:
         monitor.kill()
         monitor.wait()
+        detach_all(sandbox_dir)  # what a failed run left in the caller's namespace
         subprocess.run(["umount", str(rootfs)], check=True)
