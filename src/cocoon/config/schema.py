@@ -48,7 +48,15 @@ class Hypervisor:
         "so another machine boots every VM cold")
     image: Path | None = setting(
         None, AbsPath(optional=True), "an initrd to boot instead of the agent's guest image "
-        "(with the cached kernel); such a VM is templated only with templates.mode = on")
+        "(with the kernel below, or the cached one); such a VM is templated only with "
+        "templates.mode = on")
+    kernel: Path | None = setting(
+        None, AbsPath(optional=True), "a kernel (bzImage) to boot instead of Debian's cloud "
+        "kernel; the agent's image is built for it (kernel_modules), its VMs templated apart")
+    kernel_modules: Path | None = setting(
+        None, AbsPath(optional=True), "that kernel's module tree (its lib/modules/<release>, "
+        "indexed by depmod): the image takes the drivers the guest needs from it, and a "
+        "container loads the rest on demand; without it they must be built in")
     accel: str = setting(
         "auto", Choice(("auto", "kvm", "tcg")), "acceleration: auto (KVM when a probe VM "
         "really boots under it, else TCG), or forced", env="COCOON_ACCEL")

@@ -24,6 +24,7 @@ __all__ = [
     "GuestImage",
     "Kernel",
     "Progress",
+    "custom_kernel",
     "default_cache_dir",
     "ensure_busybox_rootfs",
     "ensure_floor_initrd",
@@ -40,6 +41,11 @@ def ensure_kernel(cache_dir: Path | None = None, progress: Progress | None = Non
     return kernel.ensure_kernel(resolve_cache_dir(cache_dir), progress)
 
 
+def custom_kernel(vmlinuz: Path, modules_dir: Path | None) -> Kernel:
+    """The kernel `hypervisor.kernel` names, checked (see `kernel.custom_kernel`)."""
+    return kernel.custom_kernel(vmlinuz, modules_dir)
+
+
 def find_kernel(cache_dir: Path | None = None) -> Kernel | None:
     """The cached current kernel, or None; never fetches."""
     return kernel.find_kernel(resolve_cache_dir(cache_dir))
@@ -53,25 +59,28 @@ def ensure_floor_initrd(cache_dir: Path | None = None, progress: Progress | None
 def ensure_guest_image(cache_dir: Path | None = None, progress: Progress | None = None, *,
                        init: bytes = AGENT_INIT, compression: Compression = DEFAULT_COMPRESSION,
                        extra_files: Mapping[str, bytes] | None = None,
-                       sources: Sources | None = None) -> GuestImage:
+                       sources: Sources | None = None,
+                       kernel: Kernel | None = None) -> GuestImage:
     """The agent's guest image for the present inputs (built, with the kernel, if needed).
 
     `init`, `compression` and `extra_files` make variants (tests boot an image whose /init is
-    a test script); each variant has its own digest and cache entry.
+    a test script); each variant has its own digest and cache entry. `kernel`: for that kernel
+    (`custom_kernel`) instead of Debian's.
     """
     return image.ensure_guest_image(resolve_cache_dir(cache_dir), progress, init=init,
                                     compression=compression, extra_files=extra_files,
-                                    sources=sources)
+                                    sources=sources, kernel=kernel)
 
 
 def find_guest_image(cache_dir: Path | None = None, *, init: bytes = AGENT_INIT,
                      compression: Compression = DEFAULT_COMPRESSION,
                      extra_files: Mapping[str, bytes] | None = None,
-                     sources: Sources | None = None) -> GuestImage | None:
+                     sources: Sources | None = None,
+                     kernel: Kernel | None = None) -> GuestImage | None:
     """The cached image if it is current for the present inputs, else None; never builds."""
     return image.find_guest_image(resolve_cache_dir(cache_dir), init=init,
                                   compression=compression, extra_files=extra_files,
-                                  sources=sources)
+                                  sources=sources, kernel=kernel)
 
 
 def ensure_busybox_rootfs(cache_dir: Path | None = None,

@@ -147,9 +147,11 @@ def prune_unused(cache: Path, keep: Path, unused_for: float = UNUSED_FOR) -> lis
 def find_guest_image(cache: Path, *, init: bytes = AGENT_INIT,
                      compression: Compression = DEFAULT_COMPRESSION,
                      extra_files: Mapping[str, bytes] | None = None,
-                     sources: Sources | None = None) -> GuestImage | None:
-    """The cached image for the present inputs, or None; never builds, fetches or runs apt."""
-    kernel = find_kernel(cache)
+                     sources: Sources | None = None,
+                     kernel: Kernel | None = None) -> GuestImage | None:
+    """The cached image for the present inputs, or None; never builds, fetches or runs apt.
+    `kernel`: the image for that kernel (hypervisor.kernel) instead of the cached one's."""
+    kernel = kernel or find_kernel(cache)
     packages = apt.lookup(cache, PACKAGE_LABEL, GUEST_PACKAGES)
     if kernel is None or packages is None:
         return None
@@ -161,9 +163,10 @@ def find_guest_image(cache: Path, *, init: bytes = AGENT_INIT,
 def ensure_guest_image(cache: Path, progress: Progress | None = None, *,
                        init: bytes = AGENT_INIT, compression: Compression = DEFAULT_COMPRESSION,
                        extra_files: Mapping[str, bytes] | None = None,
-                       sources: Sources | None = None) -> GuestImage:
-    """The image for the present inputs, built on first use."""
-    kernel = ensure_kernel(cache, progress)
+                       sources: Sources | None = None,
+                       kernel: Kernel | None = None) -> GuestImage:
+    """The image for the present inputs, built on first use (for `kernel`, when given)."""
+    kernel = kernel or ensure_kernel(cache, progress)
     steps = Steps(progress, "guest image", 5)
     steps("resolve packages")
     packages = apt.resolve(cache, PACKAGE_LABEL, GUEST_PACKAGES)
@@ -253,6 +256,10 @@ def _assemble(tree: Path, debs: Mapping[str, Path], plan: _Plan, init: bytes,
 
 
 def _add_modules(tree: Path, kernel: Kernel) -> None:
+    if kernel.modules_dir is None:  # a custom kernel with its drivers built in
+        (tree / "etc/cocoon").mkdir(parents=True, exist_ok=True)
+        (tree / "etc/cocoon/modules").write_text("")
+        return
     order = kmods.resolve_for(kernel.modules_dir)
     target = tree / "usr/lib/modules" / kernel.release
     for rel in order:

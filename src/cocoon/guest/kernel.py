@@ -8,8 +8,10 @@ result is recorded in `kernel.json` beside the tree.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +33,67 @@ class Kernel:
 
     vmlinuz: Path
     release: str  # e.g. "6.1.0-56-cloud-amd64"
-    package: str  # the linux-image-<release> package
-    package_version: str
-    modules_dir: Path  # <tree>/lib/modules/<release>, indexed by depmod
+    package: str  # the linux-image-<release> package; CUSTOM for hypervisor.kernel
+    package_version: str  # for a custom kernel: "sha256:" and its file's digest
+    modules_dir: Path | None  # <tree>/lib/modules/<release>, indexed by depmod; None: none
+
+
+CUSTOM = "custom"
+_HEADER_MAGIC_AT, _VERSION_POINTER_AT = 0x202, 0x20E
+_HEADER_READ = 1 << 16
+
+
+def bzimage_release(vmlinuz: Path) -> str | None:
+    """The release a bzImage says it is (its setup header's kernel_version string), or None
+    for a file without one."""
+    with open(vmlinuz, "rb") as f:
+        head = f.read(_HEADER_READ)
+    if len(head) < _VERSION_POINTER_AT + 2 or head[_HEADER_MAGIC_AT:_HEADER_MAGIC_AT + 4] \
+            != b"HdrS":
+        return None
+    pointer = struct.unpack_from("<H", head, _VERSION_POINTER_AT)[0]
+    if not pointer:
+        return None
+    text = head[pointer + 0x200:pointer + 0x200 + 256].split(b"\0", 1)[0]
+    words = text.decode("ascii", "replace").split()
+    return words[0] if words else None
+
+
+def custom_kernel(vmlinuz: Path, modules_dir: Path | None) -> Kernel:
+    """The kernel `hypervisor.kernel` names (with `hypervisor.kernel_modules`, its module tree,
+    indexed by depmod; without it, the drivers the guest needs must be built in). Its identity
+    for the guest image and templates is its file's digest. AssetError names the setting."""
+    if not vmlinuz.is_file():
+        raise AssetError(f"hypervisor.kernel: {vmlinuz} is not a file", path=str(vmlinuz))
+    try:
+        release = bzimage_release(vmlinuz)
+        digest = hashlib.sha256(vmlinuz.read_bytes()).hexdigest()
+    except OSError as err:
+        raise AssetError(f"hypervisor.kernel: cannot read {vmlinuz}: {err.strerror}",
+                         path=str(vmlinuz)) from err
+    if modules_dir is not None:
+        if not (modules_dir / "modules.dep").is_file():
+            raise AssetError(f"hypervisor.kernel_modules: {modules_dir} has no modules.dep "
+                             "(a kernel's lib/modules/<release>, indexed by depmod)",
+                             path=str(modules_dir))
+        if release is not None and release != modules_dir.name:
+            raise AssetError(f"hypervisor.kernel_modules: {modules_dir} holds modules of "
+                             f"{modules_dir.name}, not of the kernel's release {release}",
+                             path=str(modules_dir))
+        release = release or modules_dir.name
+    return Kernel(vmlinuz=vmlinuz, release=release or CUSTOM, package=CUSTOM,
+                  package_version=f"sha256:{digest}", modules_dir=modules_dir)
+
+
+def check_configured_kernel() -> Kernel | None:
+    """The kernel `hypervisor.kernel` names, checked (AssetError naming the setting), or None
+    when Debian's is used."""
+    from cocoon.config import current as settings
+
+    hypervisor = settings().hypervisor
+    if hypervisor.kernel is None:
+        return None
+    return custom_kernel(hypervisor.kernel, hypervisor.kernel_modules)
 
 
 def _kernel_from_dir(tree: Path) -> Kernel | None:
@@ -41,11 +101,12 @@ def _kernel_from_dir(tree: Path) -> Kernel | None:
     if not isinstance(meta, dict):
         return None
     release = meta.get("release", "")
+    modules_dir = tree / "lib" / "modules" / release
     kernel = Kernel(vmlinuz=tree / "boot" / f"vmlinuz-{release}", release=release,
                     package=meta.get("package", ""),
                     package_version=meta.get("package_version", ""),
-                    modules_dir=tree / "lib" / "modules" / release)
-    if not kernel.vmlinuz.is_file() or not (kernel.modules_dir / "modules.dep").is_file():
+                    modules_dir=modules_dir)
+    if not kernel.vmlinuz.is_file() or not (modules_dir / "modules.dep").is_file():
         return None
     return kernel
 

@@ -210,6 +210,7 @@ def check_guest_assets(cache_dir: Path | None
                             f"{found.release} (package {found.package_version}) {found.vmlinuz}"))
     except CocoonError as err:
         checks.append(Check("guest kernel", "fail", f"not available and cannot be fetched: {err}"))
+    checks.extend(check_custom_kernel())
     if kernel is not None:
         try:
             initrd = assets.ensure_floor_initrd(cache_dir)
@@ -218,6 +219,24 @@ def check_guest_assets(cache_dir: Path | None
             checks.append(Check("floor initrd", "warn",
                                 f"cannot build it, so acceleration is not probed: {err}"))
     return checks, kernel, initrd
+
+
+def check_custom_kernel() -> list[Check]:
+    """The kernel hypervisor.kernel names, when it names one: readable, its release, and
+    its module tree matching it. (Acceleration is still probed with Debian's kernel.)"""
+    from cocoon.config import current as settings
+    from cocoon.guest import assets
+
+    hypervisor = settings().hypervisor
+    if hypervisor.kernel is None:
+        return []
+    try:
+        custom = assets.custom_kernel(hypervisor.kernel, hypervisor.kernel_modules)
+    except CocoonError as err:
+        return [Check("custom kernel", "fail", str(err))]
+    modules = str(custom.modules_dir) if custom.modules_dir else "none (drivers built in)"
+    return [Check("custom kernel", "ok", f"{custom.release} {custom.vmlinuz}, modules "
+                                          f"{modules}")]
 
 
 def acceleration_checks(decision: accel.AccelDecision | None,

@@ -144,6 +144,10 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
         undo.callback(cgroup.remove)
         state.host_cgroup = cgroup.to_json()
     else:
+        if settings().hypervisor.kernel is not None:
+            # a kernel the VM could not boot fails before the VM starts, naming the setting
+            from cocoon.guest.kernel import check_configured_kernel
+            check_configured_kernel()
         cgroup = hostcgroups.make(spec, state.id, vm_memory_mib(spec), options.systemd_cgroup)
         undo.callback(cgroup.remove)
         state.host_cgroup = cgroup.to_json()

@@ -36,6 +36,16 @@ def _image() -> str | None:
     return str(image) if image else None
 
 
+def _kernel() -> str | None:
+    kernel = settings().hypervisor.kernel
+    return str(kernel) if kernel else None
+
+
+def _kernel_modules() -> str | None:
+    modules = settings().hypervisor.kernel_modules
+    return str(modules) if modules else None
+
+
 def vm_dir_for(owner: str, sandbox_id: str) -> Path:
     """A short, stable directory name for a sandbox owned by a state root or a shim."""
     digest = hashlib.sha256(f"{owner}\0{sandbox_id}".encode()).hexdigest()[:16]
@@ -136,6 +146,9 @@ class SandboxConfig:
     # boot this initrd (with the cached kernel) instead of the agent's image: test variants,
     # hypervisor.image
     initrd: str | None = field(default_factory=lambda: _image())
+    # boot this kernel (and take the image's modules from its tree): hypervisor.kernel
+    kernel: str | None = field(default_factory=lambda: _kernel())
+    kernel_modules: str | None = field(default_factory=lambda: _kernel_modules())
     # the host cgroups (their cgroup.procs files) the monitor enters before it starts anything,
     # so QEMU and virtiofsd are born in them and charged there from their first page
     cgroup_procs: tuple[str, ...] = ()

@@ -140,7 +140,14 @@ class Monitor:
         else:
             await self._plug_devices()
             await self._make_sandbox()
+        self._check_share()
         self.state = "running"
+
+    def _check_share(self) -> None:
+        """A virtiofsd that died while the sandbox started fails the start, rather than the
+        sandbox stopping a moment after its create answered (the roots are on the share)."""
+        if self.virtiofsd is not None and not self.virtiofsd.running:
+            raise SandboxError(f"sandbox {self.id}: {self.virtiofsd.failure()} while it started")
 
     async def _prepare_member(self) -> None:
         """A pool member gets ready for whoever claims it: the share (this directory's, whoever
@@ -193,6 +200,7 @@ class Monitor:
         await self._set_clock()
         await self._plug_devices()
         await self._make_sandbox()
+        self._check_share()
         self.state = "running"
 
     async def _plug_share(self) -> None:
@@ -283,7 +291,7 @@ class Monitor:
             return []
         storages = [agent_pb2.Storage(driver="virtio-fs", source=VIRTIOFS_TAG,
                                       fstype="virtiofs", mount_point=GUEST_MOUNTPOINT)]
-        if self.kernel is not None:
+        if self.kernel is not None and self.kernel.modules_dir is not None:
             storages.append(agent_pb2.Storage(
                 driver=MODULES_DRIVER, source=f"{GUEST_MOUNTPOINT}/{MODULES_DIR}",
                 mount_point=f"/usr/lib/modules/{self.kernel.release}"))
@@ -326,7 +334,7 @@ class Monitor:
         if self.share is None:
             self.share = Share(self.layout.shared)
             self.share.create()
-            if self.kernel is not None:
+            if self.kernel is not None and self.kernel.modules_dir is not None:
                 self.share.expose_modules(self.kernel.modules_dir)
         if self.virtiofsd is None or not self.virtiofsd.running:
             self.virtiofsd = Virtiofsd(self.layout.virtiofs_socket, self.layout.shared,

@@ -48,11 +48,16 @@ def guest_boot(config: SandboxConfig, decision: accel_mod.AccelDecision) -> Gues
     """The kernel and initrd to boot: the agent's image, or the configured variant (blocking:
     may build assets on first use)."""
     cache = resolve_cache_dir(Path(config.asset_dir) if config.asset_dir else None)
+    custom = None
+    if config.kernel:
+        custom = assets.custom_kernel(
+            Path(config.kernel), Path(config.kernel_modules) if config.kernel_modules else None)
     if config.initrd:
-        kernel = assets.find_kernel(cache) or assets.ensure_kernel(cache)
+        kernel = custom or assets.find_kernel(cache) or assets.ensure_kernel(cache)
         return GuestBoot(kernel, Path(config.initrd), _image_digest(Path(config.initrd)),
                          decision, cache, custom=True)
-    image = assets.find_guest_image(cache) or assets.ensure_guest_image(cache)
+    image = assets.find_guest_image(cache, kernel=custom) or \
+        assets.ensure_guest_image(cache, kernel=custom)
     return GuestBoot(image.kernel, image.initrd, image.digest, decision, cache)
 
 
