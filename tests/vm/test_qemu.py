@@ -79,6 +79,7 @@ class Guest:
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Guest:
     kernel = assets.ensure_kernel()
+    assert kernel.modules_dir is not None  # Debian's kernel has its tree
     busybox = assets.ensure_busybox_rootfs() / "bin" / "busybox"
     modules = {}
     for name, rel in (("evdev", "kernel/drivers/input"), ("button", "kernel/drivers/acpi")):
