@@ -6,6 +6,7 @@ typed call it means, answered by an in-process agent (no VM); the calls that may
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +20,7 @@ from cocoon.protocols.gen import containerd_task_pb2 as api
 from cocoon.sandbox.agentclient import AgentClient
 from cocoon.shim.address import PodRef
 from cocoon.shim.events import Publisher
-from cocoon.shim.process import PAUSED, RUNNING, ShimContainer, ShimProcess
+from cocoon.shim.process import CREATED, PAUSED, RUNNING, ShimContainer, ShimProcess
 from cocoon.shim.stdio import StdioPaths, open_stdio
 from cocoon.shim.task import TaskService
 from cocoon.ttrpc.server import CallContext
@@ -29,12 +30,26 @@ from tests.framework.fakeagent import FakeAgent, connected
 CTX = cast(CallContext, None)  # the verbs below do not look at their call's context
 
 
+class FakeShare:
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def remove_container(self, container_id: str) -> None:
+        self.removed.append(container_id)
+
+
 class FakePod:
-    """What the task service needs of a pod: its agent (or none: the VM is not running)."""
+    """What the task service needs of a pod: its agent (or none: the VM is not running), its
+    share, and a stop."""
 
     def __init__(self, agent: AgentClient | None) -> None:
         self._agent = agent
         self.id = "pod1"
+        self.share = FakeShare()
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
 
     @property
     def agent(self) -> AgentClient:
@@ -131,4 +146,23 @@ def test_a_quiet_call_to_a_pod_that_is_not_running_is_only_logged() -> None:
         await tasks.CloseIO(api.CloseIORequest(id="c1", stdin=True), CTX)
 
     serve(agent, scenario, running=False)
+    assert agent.calls == []
+
+
+def test_a_task_created_from_a_checkpoint_and_never_started_is_deleted_at_once() -> None:
+    """Restored at Start (as runc's shim), it is not in the guest before: deleting it sends the
+    agent nothing, waits for no exit (it waited 5 s for a kill's), and reports status 0."""
+    agent = FakeAgent()
+
+    async def scenario(tasks: TaskService) -> tuple[api.DeleteResponse, float]:
+        container = tasks.containers["c1"]
+        container.init.status = CREATED
+        container.restore = (Path("/checkpoint"), kata_oci_pb2.Spec())
+        started = time.monotonic()
+        deleted = await tasks.Delete(api.DeleteRequest(id="c1"), CTX)
+        return deleted, time.monotonic() - started
+
+    deleted, seconds = serve(agent, scenario)
+    assert deleted.exit_status == 0
+    assert seconds < 1.0
     assert agent.calls == []

@@ -252,7 +252,11 @@ class TaskService:
             process.stdio.close()
             container.execs.pop(process.exec_id, None)
             return self._delete_response(process)
-        if process.status == CREATED:  # as runc: deleting a created container kills it
+        in_guest = container.restore is None  # one to restore at Start is not there yet
+        if process.status == CREATED and not in_guest:
+            container.restore = None
+            process.record_exit(0)  # as runc's shim: nothing ran, nothing to kill
+        elif process.status == CREATED:  # as runc: deleting a created container kills it
             await self._quietly("SignalProcess", lambda agent: agent.signal_process(
                 container.id, "", signal.SIGKILL, all=True))
             with contextlib.suppress(TimeoutError):
@@ -262,8 +266,9 @@ class TaskService:
                 process.record_exit(LOST_STATUS)
         for other in container.processes():
             other.stdio.close()
-        await self._quietly("RemoveContainer",
-                            lambda agent: agent.remove_container(container.id, stop_timeout=5))
+        if in_guest:
+            await self._quietly("RemoveContainer", lambda agent: agent.remove_container(
+                container.id, stop_timeout=5))
         self.pod.share.remove_container(container.id)
         if container.rootfs is not None:
             mounts.unmount_rootfs(container.rootfs)
