@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -158,3 +159,22 @@ def test_bad_settings_are_named() -> None:
         policy.mode({"COCOON_TEMPLATES": "maybe"})
     with pytest.raises(ConfigError, match="COCOON_TEMPLATE_MEMORY"):
         policy.auto_sizes(256, {"COCOON_TEMPLATE_MEMORY": "big"})
+
+
+def test_stale_builds_go_unless_their_template_is_being_built(tmp_path: Path) -> None:
+    """A build killed for good leaves `.tmp-<name>-<pid>`: the next build of any template
+    removes it, unless that template's lock is held (a build of it runs now)."""
+    base = store.templates_dir(tmp_path)
+    base.mkdir(parents=True)
+    for name in ("mine", "dead", "busy"):
+        (base / f"{store.TMP_PREFIX}{name}-123").mkdir()
+        store.lock_path(tmp_path, name).touch()
+    (base / f"{store.TMP_PREFIX}foreign-9").mkdir()  # no lock file: not a build of ours
+    holder = os.open(store.lock_path(tmp_path, "busy"), os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        store.remove_stale_builds(tmp_path, "mine")
+    finally:
+        os.close(holder)
+    assert sorted(p.name for p in base.glob(f"{store.TMP_PREFIX}*")) == [
+        f"{store.TMP_PREFIX}busy-123", f"{store.TMP_PREFIX}foreign-9"]

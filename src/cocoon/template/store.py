@@ -181,10 +181,28 @@ def remove(path: Path) -> None:
 
 
 def remove_stale_builds(cache: Path, name: str) -> None:
-    """Temporary directories of builds of `name` that died (call with its lock held)."""
+    """Temporary directories of builds that died: `name`'s (call with its lock held), and
+    those of any other template nobody is building now (its lock free), so that a build
+    killed for good (its template never asked for again) does not keep its files."""
     base = templates_dir(cache)
-    for stale in base.glob(f"{TMP_PREFIX}{name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in base.glob(f"{TMP_PREFIX}*-*"):
+        other = stale.name[len(TMP_PREFIX):].rsplit("-", 1)[0]
+        if other == name:
+            shutil.rmtree(stale, ignore_errors=True)
+            continue
+        try:
+            fd = os.open(lock_path(cache, other), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # no lock file: not a build of this store's
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # being built now
+        try:
+            shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def lock_path(cache: Path, name: str) -> Path:
