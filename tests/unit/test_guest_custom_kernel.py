@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cocoon.errors import AssetError
-from cocoon.guest.kernel import CUSTOM, bzimage_release, custom_kernel
+from cocoon.guest.kernel import CUSTOM, bzimage_release, check_configured_kernel, custom_kernel
 
 RELEASE = "6.1.0-99-test-amd64"
 
@@ -83,3 +83,21 @@ def test_without_a_header_the_module_tree_names_the_release(tmp_path: Path) -> N
     plain = tmp_path / "vmlinux"
     plain.write_bytes(bytes(0x1000))
     assert custom_kernel(plain, modules_tree(tmp_path)).release == RELEASE
+
+
+def test_the_configured_kernel_and_image_are_checked_from_the_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `create` checks before any VM starts: nothing when nothing is set; a missing image
+    or kernel named by its setting; a fitting kernel returned."""
+    config = tmp_path / "config.toml"
+    monkeypatch.setenv("COCOON_CONFIG", str(config))
+    config.write_text("")
+    assert check_configured_kernel() is None
+    config.write_text(f'[hypervisor]\nimage = "{tmp_path}/initrd.img"\n')
+    with pytest.raises(AssetError, match=rf"^hypervisor.image: {tmp_path}/initrd.img is not"):
+        check_configured_kernel()
+    vmlinuz = fake_bzimage(tmp_path / "vmlinuz")
+    config.write_text(f'[hypervisor]\nkernel = "{vmlinuz}"\n'
+                      f'kernel_modules = "{modules_tree(tmp_path)}"\n')
+    kernel = check_configured_kernel()
+    assert kernel is not None and kernel.vmlinuz == vmlinuz

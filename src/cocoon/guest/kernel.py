@@ -87,10 +87,13 @@ def custom_kernel(vmlinuz: Path, modules_dir: Path | None) -> Kernel:
 
 def check_configured_kernel() -> Kernel | None:
     """The kernel `hypervisor.kernel` names, checked (AssetError naming the setting), or None
-    when Debian's is used."""
+    when Debian's is used; `hypervisor.image`, when set, must be a file too."""
     from cocoon.config import current as settings
 
     hypervisor = settings().hypervisor
+    if hypervisor.image is not None and not hypervisor.image.is_file():
+        raise AssetError(f"hypervisor.image: {hypervisor.image} is not a file",
+                         path=str(hypervisor.image))
     if hypervisor.kernel is None:
         return None
     return custom_kernel(hypervisor.kernel, hypervisor.kernel_modules)

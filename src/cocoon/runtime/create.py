@@ -144,8 +144,8 @@ def _create_locked(store: StateStore, state: ContainerState, bundle: Bundle,
         undo.callback(cgroup.remove)
         state.host_cgroup = cgroup.to_json()
     else:
-        if settings().hypervisor.kernel is not None:
-            # a kernel the VM could not boot fails before the VM starts, naming the setting
+        if settings().hypervisor.kernel is not None or settings().hypervisor.image is not None:
+            # a kernel or image the VM could not boot fails before it starts, naming the setting
             from cocoon.guest.kernel import check_configured_kernel
             check_configured_kernel()
         cgroup = hostcgroups.make(spec, state.id, vm_memory_mib(spec), options.systemd_cgroup)
