@@ -221,24 +221,26 @@ def test_a_pod_with_a_user_namespace_is_one_vm(podman: Podman, pause_image: str)
     the infra container's VM mounted its share (the member found an empty root, "mounts[0]
     /proc: Permission denied"). The member runs in the pod's VM and user namespace, its files
     its own."""
-    pod = podman("pod", "create", "--name", "cocoon-userns-pod", "--infra-image", pause_image,
-                 "--uidmap", "0:100000:65536")
-    assert pod.returncode == 0, pod.stderr
+    pod = "cocoon-userns-pod"
+    created = podman("pod", "create", "--name", pod, "--infra-image", pause_image,
+                     "--uidmap", "0:100000:65536")
+    assert created.returncode == 0, created.stderr
     try:
-        started = podman("pod", "start", "cocoon-userns-pod")
-        assert started.returncode == 0, started.stderr
-        infra = podman("ps", "--filter", "pod=cocoon-userns-pod", "--format", "{{.ID}}")
-        probe = PROBE + "; cat /proc/self/uid_map; ls /bin/busybox"
-        member = podman("run", "--rm", "--pod", "cocoon-userns-pod", *ULIMITS, IMAGE, "sh",
-                        "-c", probe)
+        member = podman("run", "-d", "--pod", pod, "--name", "userns-member", *ULIMITS, IMAGE,
+                        "sleep", "1000")
         assert member.returncode == 0, member.stderr
-        seen = podman("exec", infra.stdout.split()[0], "sh", "-c", probe)
+        infra = podman("pod", "inspect", pod, "--format", "{{.InfraContainerID}}")
+        probe = PROBE + "; cat /proc/self/uid_map; ls /bin/busybox"
+        seen = podman("exec", "userns-member", "sh", "-c", probe)
         assert seen.returncode == 0, seen.stderr
-        assert member.stdout.split() == seen.stdout.split(), (member.stdout, seen.stdout)
-        assert member.stdout.split()[4:7] == ["0", "100000", "65536"]
-        assert member.stdout.split()[-1] == "/bin/busybox"
+        from_infra = podman("exec", infra.stdout.strip(), "sh", "-c", probe)
+        assert from_infra.returncode == 0, from_infra.stderr
+        assert seen.stdout.split() == from_infra.stdout.split(), (seen.stdout, from_infra.stdout)
+        assert seen.stdout.split()[4:7] == ["0", "100000", "65536"]
+        assert seen.stdout.split()[-1] == "/bin/busybox"
     finally:
-        podman("pod", "rm", "--force", "--time", "0", "cocoon-userns-pod", timeout=180)
+        removed = remove_past_the_shm_bug(podman, "pod", "rm", "--force", "--time", "0", pod)
+        assert removed.returncode == 0, removed.stderr
 
 
 def test_a_privileged_container_loads_kernel_modules_on_demand(podman: Podman) -> None:
@@ -311,12 +313,20 @@ def remove_uidmap_container(podman: Podman, name: str) -> subprocess.CompletedPr
     that comes after it fails with EBUSY on userdata/shm (seen with runc as well: a container
     that exits by itself, then `podman rm`). That mount is podman's own and still in the host's
     namespace: unmount it as podman meant to and remove again."""
-    rm = podman("rm", "--force", name)
-    busy = re.search(r"unlinkat (\S+/userdata/shm): device or resource busy", rm.stderr)
-    if rm.returncode != 0 and busy:
+    return remove_past_the_shm_bug(podman, "rm", "--force", name)
+
+
+def remove_past_the_shm_bug(podman: Podman, *rm: str) -> subprocess.CompletedProcess[str]:
+    """`podman <rm...>`, unmounting the userdata/shm podman left busy (see above) as often as
+    one stops the removal (a pod's containers may each have one)."""
+    result = podman(*rm, timeout=180)
+    for _ in range(4):
+        busy = re.search(r"unlinkat (\S+/userdata/shm): device or resource busy", result.stderr)
+        if result.returncode == 0 or not busy:
+            break
         subprocess.run(["umount", busy.group(1)], check=False)
-        rm = podman("rm", "--force", name)
-    return rm
+        result = podman(*rm, timeout=180)
+    return result
 
 
 def test_output_written_just_before_exit_all_arrives(podman: Podman) -> None:
