@@ -101,3 +101,9 @@ def test_the_configured_kernel_and_image_are_checked_from_the_settings(
                       f'kernel_modules = "{modules_tree(tmp_path)}"\n')
     kernel = check_configured_kernel()
     assert kernel is not None and kernel.vmlinuz == vmlinuz
+
+
+def test_a_check_alone_computes_no_digest(tmp_path: Path) -> None:
+    """`create` and `cocoon check` only check (no digest, which the monitor computes)."""
+    kernel = custom_kernel(fake_bzimage(tmp_path / "vmlinuz"), None, identify=False)
+    assert (kernel.release, kernel.package_version) == (RELEASE, "")

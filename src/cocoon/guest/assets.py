@@ -41,9 +41,9 @@ def ensure_kernel(cache_dir: Path | None = None, progress: Progress | None = Non
     return kernel.ensure_kernel(resolve_cache_dir(cache_dir), progress)
 
 
-def custom_kernel(vmlinuz: Path, modules_dir: Path | None) -> Kernel:
+def custom_kernel(vmlinuz: Path, modules_dir: Path | None, identify: bool = True) -> Kernel:
     """The kernel `hypervisor.kernel` names, checked (see `kernel.custom_kernel`)."""
-    return kernel.custom_kernel(vmlinuz, modules_dir)
+    return kernel.custom_kernel(vmlinuz, modules_dir, identify)
 
 
 def find_kernel(cache_dir: Path | None = None) -> Kernel | None:

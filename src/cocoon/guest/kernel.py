@@ -59,15 +59,16 @@ def bzimage_release(vmlinuz: Path) -> str | None:
     return words[0] if words else None
 
 
-def custom_kernel(vmlinuz: Path, modules_dir: Path | None) -> Kernel:
+def custom_kernel(vmlinuz: Path, modules_dir: Path | None, identify: bool = True) -> Kernel:
     """The kernel `hypervisor.kernel` names (with `hypervisor.kernel_modules`, its module tree,
     indexed by depmod; without it, the drivers the guest needs must be built in). Its identity
-    for the guest image and templates is its file's digest. AssetError names the setting."""
+    for the guest image and templates is its file's digest (not computed, and left empty,
+    without `identify`: a check only). AssetError names the setting."""
     if not vmlinuz.is_file():
         raise AssetError(f"hypervisor.kernel: {vmlinuz} is not a file", path=str(vmlinuz))
     try:
         release = bzimage_release(vmlinuz)
-        digest = hashlib.sha256(vmlinuz.read_bytes()).hexdigest()
+        digest = hashlib.sha256(vmlinuz.read_bytes()).hexdigest() if identify else ""
     except OSError as err:
         raise AssetError(f"hypervisor.kernel: cannot read {vmlinuz}: {err.strerror}",
                          path=str(vmlinuz)) from err
@@ -82,7 +83,7 @@ def custom_kernel(vmlinuz: Path, modules_dir: Path | None) -> Kernel:
                              path=str(modules_dir))
         release = release or modules_dir.name
     return Kernel(vmlinuz=vmlinuz, release=release or CUSTOM, package=CUSTOM,
-                  package_version=f"sha256:{digest}", modules_dir=modules_dir)
+                  package_version=f"sha256:{digest}" if digest else "", modules_dir=modules_dir)
 
 
 def check_configured_kernel() -> Kernel | None:
@@ -96,7 +97,7 @@ def check_configured_kernel() -> Kernel | None:
                          path=str(hypervisor.image))
     if hypervisor.kernel is None:
         return None
-    return custom_kernel(hypervisor.kernel, hypervisor.kernel_modules)
+    return custom_kernel(hypervisor.kernel, hypervisor.kernel_modules, identify=False)
 
 
 def _kernel_from_dir(tree: Path) -> Kernel | None:

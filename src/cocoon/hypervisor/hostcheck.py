@@ -231,7 +231,8 @@ def check_custom_kernel() -> list[Check]:
     if hypervisor.kernel is None:
         return []
     try:
-        custom = assets.custom_kernel(hypervisor.kernel, hypervisor.kernel_modules)
+        custom = assets.custom_kernel(hypervisor.kernel, hypervisor.kernel_modules,
+                                      identify=False)
     except CocoonError as err:
         return [Check("custom kernel", "fail", str(err))]
     modules = str(custom.modules_dir) if custom.modules_dir else "none (drivers built in)"
