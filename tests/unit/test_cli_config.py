@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cocoon.config import schema
 from cocoon.config.reference import example, reference
+from tests.unit.test_guest_custom_kernel import RELEASE, fake_bzimage
 
 COCOON = [sys.executable, "-c", "from cocoon.cli.main import entry; entry()"]
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -47,6 +48,19 @@ def test_env_shows_each_setting_and_where_it_came_from(tmp_path: Path) -> None:
     data = json.loads(cocoon("--config", str(path), "env", "--json").stdout)
     assert data["config"]["settings"]["hypervisor.vcpus"] == {"value": "2",
                                                               "source": f"{path}:2"}
+
+
+def test_env_shows_the_kernel_the_vms_boot(tmp_path: Path) -> None:
+    """With `hypervisor.kernel`, [guest] is that kernel (the acceleration probe's stays
+    Debian's); one that does not fit is shown as the reason."""
+    vmlinuz = fake_bzimage(tmp_path / "vmlinuz")
+    path = _write(tmp_path, f'[hypervisor]\nkernel = "{vmlinuz}"\n')
+    data = json.loads(cocoon("--config", str(path), "env", "--json").stdout)
+    assert (data["guest"]["kernel"], data["guest"]["kernel_file"]) == (RELEASE, str(vmlinuz))
+    assert data["guest"]["kernel_package"].startswith("sha256:")
+    path.write_text(f'[hypervisor]\nkernel = "{tmp_path}/gone"\n')
+    data = json.loads(cocoon("--config", str(path), "env", "--json").stdout)
+    assert data["guest"]["kernel"] == f"hypervisor.kernel: {tmp_path}/gone is not a file"
 
 
 def test_check_validates_the_file(tmp_path: Path) -> None:

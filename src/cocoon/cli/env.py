@@ -28,16 +28,25 @@ def configuration() -> dict[str, Any]:
 
 
 def environment(ctx: Context) -> dict[str, Any]:
+    from cocoon.config import current as current_settings
+    from cocoon.errors import CocoonError
     from cocoon.guest import assets
     from cocoon.hypervisor import accel
     from cocoon.sandbox.layout import vm_root
 
     kernel = assets.find_kernel()
-    image = assets.find_guest_image()
     cache = assets.default_cache_dir()
     decision = None
-    if kernel is not None:
+    if kernel is not None:  # the probe boots Debian's kernel, whatever the VMs boot
         decision = accel.load_cached(cache, accel.probe_key(kernel.release))
+    hypervisor = current_settings().hypervisor
+    guest_kernel, problem = kernel, None
+    if hypervisor.kernel is not None:  # the VMs boot this one (hypervisor.kernel)
+        try:
+            guest_kernel = assets.custom_kernel(hypervisor.kernel, hypervisor.kernel_modules)
+        except CocoonError as err:
+            guest_kernel, problem = None, str(err)
+    image = assets.find_guest_image(kernel=guest_kernel) if guest_kernel else None
     return {
         "runtime": {"version": __version__, "python": sys.version.split()[0],
                     "executable": sys.argv[0]},
@@ -46,8 +55,9 @@ def environment(ctx: Context) -> dict[str, Any]:
         "host": {"kernel": platform.release(), "qemu": qemu_version(),
                  "kvm_device": os.path.exists("/dev/kvm"),
                  "vhost_vsock": os.path.exists("/dev/vhost-vsock")},
-        "guest": {"kernel": kernel.release if kernel else None,
-                  "kernel_package": kernel.package_version if kernel else None,
+        "guest": {"kernel": guest_kernel.release if guest_kernel else problem,
+                  "kernel_package": guest_kernel.package_version if guest_kernel else None,
+                  "kernel_file": str(guest_kernel.vmlinuz) if guest_kernel else None,
                   "image": str(image.initrd) if image else None,
                   "image_digest": image.digest[:16] if image else None},
         "acceleration": ({"accel": decision.accel, "cpu": decision.cpu_model,
