@@ -90,8 +90,8 @@ def probe(sandbox: GuestSandbox, container_id: str) -> list[str]:
 
 def test_two_clones_of_one_template_are_separate_machines(template_dir: Path, vm_root: Path,
                                                           sandboxes: list[GuestSandbox]) -> None:
-    first = start(sandboxes, vm_root, "one", hostname="clone-one")
-    second = start(sandboxes, vm_root, "two", hostname="clone-two")
+    first = start_clone(sandboxes, vm_root, "one", hostname="clone-one")
+    second = start_clone(sandboxes, vm_root, "two", hostname="clone-two")
     assert len(templates(template_dir)) == 1
     name = templates(template_dir)[0]
     assert first.info["started_from"] == second.info["started_from"] == f"template {name}"
@@ -123,8 +123,8 @@ def test_two_clones_of_one_template_are_separate_machines(template_dir: Path, vm
 
 def test_clones_do_not_see_each_others_guest_files(template_dir: Path, vm_root: Path,
                                                   sandboxes: list[GuestSandbox]) -> None:
-    first = start(sandboxes, vm_root, "files1")
-    second = start(sandboxes, vm_root, "files2")
+    first = start_clone(sandboxes, vm_root, "files1")
+    second = start_clone(sandboxes, vm_root, "files2")
     assert first.info["started_from"] == second.info["started_from"]
 
     async def write_in_first() -> None:
@@ -174,7 +174,7 @@ def test_a_clone_gets_the_host_clock_right_after_restore(template_dir: Path, vm_
                                                          sandboxes: list[GuestSandbox]) -> None:
     start(sandboxes, vm_root, "warm")  # builds the template: its clock is now in the past
     time.sleep(3)
-    clone = start(sandboxes, vm_root, "late")
+    clone = start_clone(sandboxes, vm_root, "late")
     before = time.time()
     lines = probe(clone, "clock")
     after = time.time()
@@ -215,7 +215,7 @@ def test_a_damaged_template_means_a_cold_boot_with_a_warning(
     assert re.search(rf"WARNING .*boots cold: template {name}", log), log[-2000:]
     assert probe(cold, "works")[2]  # a working sandbox, not a broken one
     assert templates(template_dir) == []  # the damaged one is gone ...
-    again = start(sandboxes, vm_root, "again")  # ... and the next sandbox builds it anew
+    again = start_clone(sandboxes, vm_root, "again")  # ... the next sandbox builds it anew
     assert again.info["started_from"] == f"template {name}"
 
 
